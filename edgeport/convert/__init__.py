@@ -1,0 +1,73 @@
+"""Converters (the heavy, workstation side): one module per target behind one `convert` shape.
+
+Each target module is imported only when chosen, so `edgeport --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeport.artifact import ArtifactRecord
+from edgeport.errors import ConversionError, ModelNotFoundError, UnsupportedModelError
+
+# target -> "module:function"; each function is convert(model: Path, options: ConvertOptions) -> Artifact
+TARGETS: dict[str, str] = {
+    "onnx": "edgeport.convert.onnx_target:convert_onnx",
+}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What every converter accepts; targets read the fields that concern them."""
+
+    out_dir: Path = Path("artifacts")
+    imgsz: int | None = None  # None: the size the model was trained at
+    opset: int = 17
+    name: str | None = None  # file stem of the artifact; default: the model's stem
+    command: str = ""  # the command line that asked for the conversion (provenance)
+    progress: Callable[[str], None] | None = None  # called with one line per step
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One written artifact and its record."""
+
+    path: Path
+    record: ArtifactRecord
+    extra_files: tuple[Path, ...] = field(default_factory=tuple)
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def describe(self) -> dict[str, Any]:
+        return {"artifact": str(self.path), "target": self.record.target, "precision": self.record.precision,
+                "size_bytes": self.size_bytes}
+
+
+def check_source(model: str | Path) -> Path:
+    """Return the model path; raise ModelNotFoundError or UnsupportedModelError for bad sources."""
+    path = Path(model)
+    if not path.is_file():
+        raise ModelNotFoundError(f"model not found: {path}")
+    if path.suffix.lower() not in (".pt", ".onnx"):
+        raise UnsupportedModelError(f"{path}: convert takes an Ultralytics .pt or an Ultralytics-exported .onnx")
+    return path
+
+
+def convert(model: str | Path, target: str, options: ConvertOptions = ConvertOptions()) -> Artifact:
+    """Convert one detector to `target`; return the written Artifact.
+
+    Raises ConversionError for an unknown target or a failed step, ModelNotFoundError,
+    UnsupportedModelError, MissingDependencyError.
+    """
+    if target not in TARGETS:
+        raise ConversionError(f"unknown target {target!r}; choose one of: {', '.join(sorted(TARGETS))}")
+    source = check_source(model)
+    module_name, function_name = TARGETS[target].split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    return function(source, options)

@@ -1,0 +1,139 @@
+"""Float ONNX target: static shape, opset >= 17, simplified, with a quantization-friendly head.
+
+The Ultralytics head's one (1, 4 + nc, N) tensor becomes `boxes` (1, N, 4) xyxy normalized to
+0..1 and `scores` (1, N, nc), and the metadata record is embedded in metadata_props.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeport.artifact import METADATA_KEY, ArtifactRecord, Decode, Preprocess, TensorSpec
+from edgeport.convert import Artifact, ConvertOptions
+from edgeport.convert.provenance import provenance
+from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
+
+
+def export_ultralytics_onnx(weights: Path, work_dir: Path, imgsz: int | None, opset: int) -> Path:
+    """Export an Ultralytics .pt to a plain static ONNX in work_dir with Ultralytics itself."""
+    from edgeport.convert.ultralytics_env import load_ultralytics
+
+    load_ultralytics()
+    from ultralytics import YOLO
+
+    local = work_dir / weights.name
+    shutil.copy(weights, local)  # Ultralytics writes beside the weights; keep the source untouched
+    model = YOLO(str(local))
+    if getattr(model, "task", "detect") != "detect":
+        raise UnsupportedModelError(f"{weights}: task {model.task!r} is not supported; only detection models")
+    size = imgsz or int(model.model.args.get("imgsz", 640))
+    try:
+        out = model.export(format="onnx", imgsz=size, opset=opset, simplify=True, dynamic=False, batch=1,
+                           nms=False, half=False, device="cpu", verbose=False)
+    except Exception as exc:
+        raise ConversionError(f"onnx: Ultralytics export of {weights.name} failed: {exc}") from exc
+    return Path(out)
+
+
+def _ultralytics_meta(model) -> dict[str, object]:
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "names" not in meta:
+        raise UnsupportedModelError("the ONNX file has no Ultralytics metadata (names, imgsz); export it with "
+                                    "Ultralytics or pass the .pt")
+    names = ast.literal_eval(meta["names"])
+    return {"names": [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names),
+            "task": meta.get("task", "detect")}
+
+
+def split_head(model, nc: int):
+    """Rewrite the graph output (1, 4 + nc, N) into boxes (1, N, 4) normalized xyxy and scores (1, N, nc)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    if len(graph.output) != 1:
+        raise UnsupportedModelError(f"expected one output (1, 4 + nc, N), found {len(graph.output)} outputs")
+    out = graph.output[0]
+    dims = [d.dim_value for d in out.type.tensor_type.shape.dim]
+    if len(dims) != 3 or dims[1] != 4 + nc:
+        raise UnsupportedModelError(f"output {out.name} has shape {dims}, expected [1, {4 + nc}, N] "
+                                    "(end-to-end / NMS exports are not supported)")
+    anchors = dims[2]
+    in_dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    height, width = in_dims[2], in_dims[3]
+    # xyxy = xywh @ M, divided by the input size: one MatMul the quantizers handle well
+    matrix = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]], dtype=np.float32)
+    matrix /= np.array([width, height, width, height], dtype=np.float32)
+    graph.initializer.extend([
+        numpy_helper.from_array(matrix, "edgeport_xywh_to_xyxy_norm"),
+        numpy_helper.from_array(np.array([4, nc], dtype=np.int64), "edgeport_split_sizes"),
+    ])
+    graph.node.extend([
+        helper.make_node("Transpose", [out.name], ["edgeport_anchors_last"], perm=[0, 2, 1]),
+        helper.make_node("Split", ["edgeport_anchors_last", "edgeport_split_sizes"],
+                         ["edgeport_xywh", "scores"], axis=2),
+        helper.make_node("MatMul", ["edgeport_xywh", "edgeport_xyxy_norm"], ["boxes"]),
+    ])
+    graph.node[-1].input[1] = "edgeport_xywh_to_xyxy_norm"
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, anchors, 4]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, anchors, nc]),
+    ])
+    onnx.checker.check_model(model)
+    return model
+
+
+def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:
+    """Write DIR/<stem>.onnx from an Ultralytics .pt or ONNX; return the Artifact."""
+    try:
+        import onnx
+        import onnxslim
+    except ImportError as exc:
+        raise MissingDependencyError("onnx / onnxslim", "convert") from exc
+    say = options.progress or (lambda line: None)
+    with tempfile.TemporaryDirectory(prefix="edgeport-onnx-") as tmp:
+        if source.suffix.lower() == ".pt":
+            say(f"onnx: exporting {source.name} with Ultralytics (opset {options.opset})")
+            plain = export_ultralytics_onnx(source, Path(tmp), options.imgsz, options.opset)
+        else:
+            plain = source
+        try:
+            model = onnx.load(str(plain))
+        except Exception as exc:
+            raise ConversionError(f"onnx: cannot read {plain.name}: {exc}") from exc
+        meta = _ultralytics_meta(model)
+        if meta["task"] != "detect":
+            raise UnsupportedModelError(f"{source}: task {meta['task']!r} is not supported; only 'detect'")
+        if model.opset_import[0].version < 17:
+            raise UnsupportedModelError(f"{source}: opset {model.opset_import[0].version} < 17; export with opset>=17")
+        names = [str(n) for n in meta["names"]]
+        say("onnx: splitting the head into boxes (normalized xyxy) and scores")
+        model = split_head(model, len(names))
+        model = onnxslim.slim(model)
+    in_dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    if any(d <= 0 for d in in_dims):
+        raise UnsupportedModelError(f"{source}: dynamic input shape {in_dims}; export with a static shape")
+    anchors = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim][1]
+    record = ArtifactRecord(
+        names=tuple(names), imgsz=(in_dims[2], in_dims[3]), layout="NCHW",
+        inputs=(TensorSpec(model.graph.input[0].name, tuple(in_dims), "float32"),),
+        outputs=(TensorSpec("boxes", (1, anchors, 4), "float32"),
+                 TensorSpec("scores", (1, anchors, len(names)), "float32")),
+        preprocess=Preprocess(), decode=Decode(kind="split", boxes="boxes", scores="scores",
+                                               box_format="xyxy", normalized=True),
+        target="onnx", precision="fp32", provenance=provenance(source, options.command))
+    del model.metadata_props[:]
+    for key, value in {METADATA_KEY: record.to_json(), "names": json.dumps(names)}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    out = options.out_dir / f"{options.name or source.stem}.onnx"
+    onnx.save(model, str(out))
+    say(f"onnx: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return Artifact(path=out, record=record)

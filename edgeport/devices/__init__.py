@@ -1,0 +1,1 @@
+"""Device support packages: Jetson (TensorRT) and Coral (Edge TPU)."""

@@ -1,0 +1,1 @@
+"""Coral: Edge TPU compile wrapper, op-mapping report, delegate, udev (later issues)."""

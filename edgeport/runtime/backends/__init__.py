@@ -1,0 +1,39 @@
+"""Backend registry: one module per engine, chosen from the artifact's file type or by name."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from edgeport.errors import BackendError
+from edgeport.runtime.backends.base import Backend
+
+# name -> "module:Class"; modules are imported only when chosen, so one interpreter suffices.
+REGISTRY: dict[str, str] = {
+    "onnxruntime": "edgeport.runtime.backends.onnxruntime:OnnxRuntimeBackend",
+    "litert": "edgeport.runtime.backends.litert:LiteRTBackend",
+}
+# file suffix -> backend names in order of preference
+BY_SUFFIX: dict[str, tuple[str, ...]] = {
+    ".onnx": ("onnxruntime",),
+    ".tflite": ("litert",),
+}
+
+
+def backend_class(name: str) -> type[Backend]:
+    """Return the backend class registered under `name`; raise BackendError for an unknown name."""
+    if name not in REGISTRY:
+        raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
+    module_name, class_name = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def backend_for(path: Path, name: str | None = None) -> type[Backend]:
+    """Return the backend class for an artifact: `name` if given, else the first for its file type."""
+    if name:
+        return backend_class(name)
+    names = BY_SUFFIX.get(Path(path).suffix.lower())
+    if not names:
+        raise BackendError(
+            f"{path}: no backend runs '{Path(path).suffix}' files; supported: {', '.join(sorted(BY_SUFFIX))}")
+    return backend_class(names[0])

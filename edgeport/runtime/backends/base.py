@@ -1,0 +1,44 @@
+"""The one small interface every inference engine implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from edgeport.artifact import TensorSpec
+
+
+class Backend(ABC):
+    """An opened model: its tensor specs and one `invoke`.
+
+    Subclasses set `name` (the registry key) and `suffixes` (file types they open by default)
+    and raise edgeport.errors.CorruptModelError when the engine cannot load the file.
+    """
+
+    name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.threads = threads
+
+    @property
+    @abstractmethod
+    def inputs(self) -> list[TensorSpec]:
+        """Input tensors, in the order `invoke` takes them."""
+
+    @property
+    @abstractmethod
+    def outputs(self) -> list[TensorSpec]:
+        """Output tensors, in the order `invoke` returns them."""
+
+    @abstractmethod
+    def invoke(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run the model on one input batch (the input's own dtype and layout); return raw outputs."""
+
+    def embedded_metadata(self) -> dict[str, str]:
+        """Key/value metadata stored inside the model file, empty when the format has none."""
+        return {}

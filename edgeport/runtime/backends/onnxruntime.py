@@ -1,0 +1,57 @@
+"""onnxruntime backend: `.onnx` artifacts on CPU (other execution providers when asked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeport.artifact import TensorSpec
+from edgeport.errors import CorruptModelError, MissingDependencyError
+from edgeport.runtime.backends.base import Backend
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+              "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64"}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    suffixes = (".onnx",)
+
+    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None) -> None:
+        super().__init__(path, threads)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependencyError("onnxruntime", "onnx") from exc
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise CorruptModelError(f"{path}: onnxruntime cannot load this file ({str(exc).splitlines()[0]})") from exc
+        self._inputs = [self._spec(t) for t in self._session.get_inputs()]
+        self._outputs = [self._spec(t) for t in self._session.get_outputs()]
+        self._output_names = [t.name for t in self._outputs]
+
+    @staticmethod
+    def _spec(arg) -> TensorSpec:
+        shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
+        return TensorSpec(name=arg.name, shape=shape, dtype=_ORT_TYPES.get(arg.type, arg.type))
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    def invoke(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(self._output_names, {self._inputs[0].name: batch})
+
+    def embedded_metadata(self) -> dict[str, str]:
+        return dict(self._session.get_modelmeta().custom_metadata_map)

@@ -1,0 +1,206 @@
+"""`Detector`: open any artifact and run the pipeline of DESIGN.md on images.
+
+decode (EXIF) -> RGB -> letterbox -> quantize input -> invoke -> dequantize -> decode boxes -> NMS
+-> original pixel coordinates -> `Detections`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from edgeport.artifact import (
+    METADATA_KEY,
+    ArtifactRecord,
+    Decode,
+    Preprocess,
+    TensorSpec,
+    check_io,
+    read_sidecar,
+    require,
+)
+from edgeport.errors import ArtifactMismatchError, ModelNotFoundError, UnsupportedModelError
+from edgeport.runtime.backends import backend_for
+from edgeport.runtime.backends.base import Backend
+from edgeport.runtime.detections import Detections
+from edgeport.runtime.image_io import DEFAULT_MAX_PIXELS, ColorOrder, ImageSource, load_image
+from edgeport.runtime.postprocess import decode_outputs, dequantize, select_and_nms
+from edgeport.runtime.preprocess import Letterbox, letterbox, to_input_tensor
+
+
+@dataclass(frozen=True)
+class NmsOptions:
+    """Score threshold, IoU threshold, detections kept per image, one or all classes per box."""
+
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 300
+    multi_label: bool = False
+    agnostic: bool = False
+
+
+def _parse(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    for parser in (json.loads, ast.literal_eval):
+        try:
+            return parser(value)
+        except (ValueError, SyntaxError):
+            continue
+    return value
+
+
+def record_from_ultralytics(meta: dict[str, str], backend: Backend) -> ArtifactRecord | None:
+    """Derive a record from Ultralytics' own metadata (names, imgsz) and the model's tensors.
+
+    Returns None when `meta` is not Ultralytics metadata; raises UnsupportedModelError for an
+    Ultralytics model that is not a plain detector with one (1, 4 + nc, N) output.
+    """
+    if "names" not in meta or "imgsz" not in meta:
+        return None
+    names_raw = _parse(meta["names"])
+    if isinstance(names_raw, dict):
+        names = tuple(str(names_raw[k]) for k in sorted(names_raw, key=lambda k: int(k)))
+    else:
+        names = tuple(str(n) for n in names_raw)
+    task = str(_parse(meta.get("task", "detect")))
+    if task != "detect":
+        raise UnsupportedModelError(f"{backend.path}: Ultralytics task {task!r} is not supported; only 'detect'")
+    inp = backend.inputs[0]
+    if len(inp.shape) != 4 or 3 not in (inp.shape[1], inp.shape[3]):
+        raise UnsupportedModelError(f"{backend.path}: input shape {list(inp.shape)} is neither NCHW nor NHWC")
+    layout = "NCHW" if inp.shape[1] == 3 else "NHWC"
+    imgsz = (inp.shape[2], inp.shape[3]) if layout == "NCHW" else (inp.shape[1], inp.shape[2])
+    if len(backend.outputs) != 1 or 4 + len(names) not in backend.outputs[0].shape[1:]:
+        shapes = [list(o.shape) for o in backend.outputs]
+        raise UnsupportedModelError(
+            f"{backend.path}: outputs {shapes} are not one (1, 4 + {len(names)}, N) tensor "
+            "(end-to-end / NMS-embedded exports are not supported; export with nms=False)")
+    out = backend.outputs[0]
+    # Ultralytics normalizes box coordinates in its TFLite exports, not in ONNX.
+    normalized = backend.path.suffix.lower() == ".tflite"
+    return ArtifactRecord(
+        names=names, imgsz=imgsz, layout=layout, inputs=tuple(backend.inputs), outputs=(out,),
+        preprocess=Preprocess(), decode=Decode(kind="ultralytics", boxes=out.name, scores=out.name,
+                                               box_format="xywh", normalized=normalized),
+        target=backend.path.suffix.lstrip(".").lower(), precision="int8" if inp.quantized or out.quantized else
+        ("fp16" if "float16" in backend.path.name else "fp32"),
+        provenance={"ultralytics_version": str(_parse(meta.get("version", "unknown")))}, origin="ultralytics")
+
+
+def load_record(backend: Backend) -> ArtifactRecord:
+    """Return the artifact's record: embedded, sidecar, or derived from Ultralytics metadata.
+
+    Raises MetadataMissingError when there is none and ArtifactMismatchError when it disagrees
+    with the model file.
+    """
+    meta = backend.embedded_metadata()
+    record = None
+    if METADATA_KEY in meta:
+        try:
+            record = ArtifactRecord.from_dict(json.loads(meta[METADATA_KEY]), where=f"{backend.path} (embedded)")
+        except ValueError as exc:
+            raise ArtifactMismatchError(f"{backend.path}: embedded metadata record is not JSON ({exc})") from exc
+    record = record or read_sidecar(backend.path) or record_from_ultralytics(meta, backend)
+    record = require(record, backend.path)
+    check_io(record, backend.inputs, backend.outputs, str(backend.path))
+    return record
+
+
+class Detector:
+    """An opened artifact that turns images into `Detections`.
+
+    model: path of an artifact (.onnx, .tflite, ...). backend: registry name to override the
+    choice by file type. threads: interpreter threads (None: the engine's default).
+    exif: apply EXIF orientation to encoded images. max_pixels: decompression-bomb limit.
+    Raises ModelNotFoundError, CorruptModelError, MetadataMissingError, ArtifactMismatchError,
+    BackendError or MissingDependencyError.
+    """
+
+    def __init__(self, model: str | Path, *, backend: str | None = None, threads: int | None = None,
+                 conf: float = 0.25, iou: float = 0.45, max_det: int = 300, multi_label: bool = False,
+                 agnostic: bool = False, exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.path = Path(model)
+        if not self.path.is_file():
+            raise ModelNotFoundError(f"model not found: {self.path}")
+        self.backend: Backend = backend_for(self.path, backend)(self.path, threads=threads)
+        self.record = load_record(self.backend)
+        self.nms = NmsOptions(conf=conf, iou=iou, max_det=max_det, multi_label=multi_label, agnostic=agnostic)
+        self.exif = exif
+        self.max_pixels = max_pixels
+        self._input = self.backend.inputs[0]
+        self._batch_size = self._input.shape[0] if self._input.shape[0] > 0 else 0  # 0: dynamic
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.record.names
+
+    @property
+    def imgsz(self) -> tuple[int, int]:
+        return self.record.imgsz
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def load(self, image: ImageSource, color: ColorOrder = "BGR") -> np.ndarray:
+        """Return RGB uint8 pixels of one image input (see edgeport.runtime.image_io.load_image)."""
+        return load_image(image, color=color, exif=self.exif, max_pixels=self.max_pixels)
+
+    def preprocess(self, images_rgb: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+        """Letterbox each RGB image to the model size; return (input tensor, placements)."""
+        pad = self.record.preprocess.pad_value
+        placed = [letterbox(image, self.record.imgsz, pad) for image in images_rgb]
+        canvases = np.stack([canvas for canvas, _ in placed])
+        tensor = to_input_tensor(canvases, self._input, self.record.layout, self.record.preprocess.scale)
+        return tensor, [info for _, info in placed]
+
+    def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Invoke the model (one call per image when its batch size is fixed at 1); dequantized outputs."""
+        if self._batch_size == 1 and len(tensor) > 1:
+            parts = [self.backend.invoke(tensor[i:i + 1]) for i in range(len(tensor))]
+            raw = [np.concatenate(chunk, axis=0) for chunk in zip(*parts)]
+        else:
+            raw = self.backend.invoke(tensor)
+        return {spec.name: dequantize(out, spec) for spec, out in zip(self.backend.outputs, raw)}
+
+    def postprocess(self, outputs: dict[str, np.ndarray], placements: Sequence[Letterbox],
+                    nms: NmsOptions | None = None) -> list[Detections]:
+        """Decode boxes, run NMS and map back to each original image."""
+        nms = nms or self.nms
+        boxes, scores = decode_outputs(outputs, self.record.decode, len(self.names), self.record.imgsz)
+        results = []
+        for i, info in enumerate(placements):
+            xyxy, score, class_id = select_and_nms(boxes[i], scores[i], conf=nms.conf, iou=nms.iou,
+                                                   max_det=nms.max_det, multi_label=nms.multi_label,
+                                                   agnostic=nms.agnostic)
+            results.append(Detections(info.to_original(xyxy), score, class_id, self.names, info.source_hw))
+        return results
+
+    def detect_batch(self, images: Iterable[ImageSource], color: ColorOrder = "BGR",
+                     nms: NmsOptions | None = None) -> list[Detections]:
+        """Detect on several images of any sizes (each letterboxed, never stretched)."""
+        rgb = [self.load(image, color) for image in images]
+        if not rgb:
+            return []
+        tensor, placements = self.preprocess(rgb)
+        return self.postprocess(self.infer(tensor), placements, nms)
+
+    def detect(self, image: ImageSource, color: ColorOrder = "BGR", nms: NmsOptions | None = None) -> Detections:
+        """Detect on one image: a path, encoded bytes, a numpy array (BGR unless color='RGB') or a PIL image."""
+        return self.detect_batch([image], color, nms)[0]
+
+    __call__ = detect
+
+    def describe(self) -> dict[str, Any]:
+        """A summary of the opened artifact for logs and reports."""
+        return {"artifact": str(self.path), "backend": self.backend.name, "target": self.record.target,
+                "precision": self.record.precision, "imgsz": list(self.imgsz), "names": list(self.names),
+                "input": self._input.to_dict(), "origin": self.record.origin}
+
+
