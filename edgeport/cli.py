@@ -1,0 +1,182 @@
+"""The `edgeport` command: quickstart, convert, evaluate, detect.
+
+Every EdgeportError becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from edgeport.errors import EdgeportError, ImageError
+
+EXIT_ERROR = 2
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default=None, help="force a backend (onnxruntime, litert); default: by file type")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the engine's)")
+    parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from edgeport.convert import ConvertOptions, convert
+
+    options = ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset, name=args.name,
+                             command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say)
+    artifact = convert(args.model, args.target, options)
+    print(artifact.path)
+    if args.data:
+        from edgeport.report import format_table, report_row, write_report
+
+        row, _ = report_row(artifact.path, args.data, None, threads=args.threads)
+        row.drop_map50_95 = 0.0 if artifact.record.precision == "fp32" else None
+        print(format_table([row]))
+        _say(f"report: {write_report([row], args.out)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from edgeport.evaluate import evaluate
+
+    result = evaluate(args.artifact, args.data, protocol=args.protocol, conf=args.conf, split=args.split,
+                      backend=args.backend, threads=args.threads, exif=args.exif)
+    print(f"{Path(result.artifact).name} ({result.backend}, {result.protocol} protocol, {result.images} images)")
+    print(f"  mAP50-95 {result.map50_95:.4f}   mAP50 {result.map50:.4f}   "
+          f"P {result.precision:.3f} R {result.recall:.3f} @ conf {result.conf}   {result.images_per_second:.1f} img/s")
+    for name, ap in result.per_class.items():
+        print(f"  {name:<16} AP50-95 {ap:.4f}   AP50 {result.per_class_map50[name]:.4f}")
+    if args.json:
+        Path(args.json).write_text(result.to_json())
+        _say(f"wrote {args.json}")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edgeport.runtime import Detector
+    from edgeport.runtime.draw import draw
+
+    detector = Detector(args.model, backend=args.backend, threads=args.threads, conf=args.conf, iou=args.iou,
+                        max_det=args.max_det, exif=args.exif)
+    if args.save_dir:
+        args.save_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for image in args.images:
+        try:
+            rgb = detector.load(image)
+        except ImageError as exc:  # one bad image must not lose the others
+            _say(f"edgeport: error: {exc}")
+            failed += 1
+            continue
+        tensor, placements = detector.preprocess([rgb])
+        detections = detector.postprocess(detector.infer(tensor), placements)[0]
+        detections.meta["image"] = str(image)
+        print(detections.to_json(), flush=True)
+        if args.save_dir:
+            out = args.save_dir / (Path(image).stem + ".jpg")
+            cv2.imwrite(str(out), draw(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), detections))
+    return 1 if failed else 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from edgeport import sample
+    from edgeport.convert import TARGETS, ConvertOptions, convert
+    from edgeport.report import format_table, report_row, write_report
+
+    model, data = sample.model_path(), sample.data_yaml()
+    _say(f"quickstart: bundled model {model.name}, val split {data.parent}")
+    artifacts = []
+    for target in TARGETS:
+        options = ConvertOptions(out_dir=args.out, command="edgeport quickstart", progress=_say)
+        artifacts.append(convert(model, target, options))
+    rows = []
+    baseline = None
+    for artifact in artifacts:
+        row, result = report_row(artifact.path, data, baseline, threads=args.threads)
+        if baseline is None and artifact.record.precision == "fp32":
+            baseline = result.map50_95
+            row.drop_map50_95 = 0.0
+        rows.append(row)
+    print(format_table(rows))
+    _say(f"report: {write_report(rows, args.out)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeport", description="Convert one trained detector to every edge "
+                                     "format, measure each one's accuracy drop, and run any of them lightly.")
+    from edgeport import __version__
+
+    parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("quickstart", help="convert the bundled sample model to every target and compare them",
+                       description="Convert the bundled sample model to every target, evaluate each artifact on "
+                       "the bundled val split through the runtime, print the comparison table.")
+    p.add_argument("--out", type=Path, default=Path("edgeport-quickstart"), help="output folder")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_quickstart)
+
+    from edgeport.convert import TARGETS
+
+    p = sub.add_parser("convert", help="convert an Ultralytics .pt or ONNX to an edge artifact",
+                       description="Convert one detector (Ultralytics .pt or Ultralytics-exported .onnx).")
+    p.add_argument("model", type=Path)
+    p.add_argument("--target", required=True, choices=sorted(TARGETS))
+    p.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default: artifacts)")
+    p.add_argument("--imgsz", type=int, default=None, help="input size (default: the training size)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--name", default=None, help="file stem of the artifact (default: the model's)")
+    p.add_argument("--data", type=Path, default=None, help="DATA.yaml: evaluate the artifact and print the report")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("evaluate", help="mAP of an artifact on a YOLO-format dataset, through the runtime",
+                       description="Evaluate an artifact through the runtime: mAP50-95, mAP50, per-class AP, "
+                       "precision and recall at --conf, images per second.")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="DATA.yaml of a YOLO-format dataset")
+    p.add_argument("--split", default="val")
+    p.add_argument("--protocol", choices=("coco", "ultralytics"), default="coco",
+                   help="coco: 101-point AP as pycocotools (default); ultralytics: as `yolo val`")
+    p.add_argument("--conf", type=float, default=0.25, help="threshold for the reported precision and recall")
+    p.add_argument("--json", type=Path, default=None, help="write the result as JSON")
+    _add_runtime_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("detect", help="detect objects in images; JSON lines on stdout",
+                       description="Run an artifact on images; print one JSON line per image.")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--save-dir", type=Path, default=None, help="save annotated images here")
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--iou", type=float, default=0.45)
+    p.add_argument("--max-det", type=int, default=300)
+    _add_runtime_options(p)
+    p.set_defaults(func=cmd_detect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgeportError as exc:
+        _say(f"edgeport: error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _say("edgeport: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The accuracy comparison table: one row per artifact, with its drop against the float baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeport.evaluate import EvalResult, evaluate
+from edgeport.runtime import Detector
+
+
+@dataclass
+class ReportRow:
+    """One artifact's line in the report; `to_dict` gives the report.json keys."""
+
+    artifact: str
+    target: str
+    precision: str
+    io: str
+    backend: str
+    size_bytes: int
+    map50_95: float
+    map50: float
+    drop_map50_95: float | None
+    latency_ms_p50: float
+    latency_ms_p99: float
+    images_per_second: float
+    measured_on: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def host_description() -> str:
+    """e.g. 'x86_64 Linux, 2 CPUs'."""
+    return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs"
+
+
+def measure_latency(detector: Detector, image_rgb: np.ndarray, runs: int = 30, warmup: int = 3) -> tuple[float, float]:
+    """Return (p50, p99) milliseconds of preprocess + invoke + postprocess on one decoded image."""
+    timings = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        tensor, placements = detector.preprocess([image_rgb])
+        detector.postprocess(detector.infer(tensor), placements)
+        if i >= warmup:
+            timings.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(timings, 50)), float(np.percentile(timings, 99))
+
+
+def io_types(detector: Detector) -> str:
+    """e.g. 'float32 NCHW -> float32'."""
+    outputs = sorted({o.dtype for o in detector.backend.outputs})
+    return f"{detector.backend.inputs[0].dtype} {detector.record.layout} -> {'/'.join(outputs)}"
+
+
+def report_row(artifact: str | Path, data: str | Path, baseline: float | None, *, protocol: str = "coco",
+               threads: int | None = None, latency_runs: int = 30, progress: bool = True) -> tuple[ReportRow, EvalResult]:
+    """Evaluate one artifact and time it; `baseline` is the float mAP50-95 the drop is measured against."""
+    detector = Detector(artifact, threads=threads)
+    result = evaluate(detector, data, protocol=protocol, progress=progress)
+    from edgeport.evaluate.dataset import load_dataset
+
+    first = load_dataset(data).images[0]
+    p50, p99 = measure_latency(detector, detector.load(first), runs=latency_runs)
+    drop = None if baseline is None else round((baseline - result.map50_95) * 100, 3)
+    row = ReportRow(artifact=str(artifact), target=detector.record.target, precision=detector.record.precision,
+                    io=io_types(detector), backend=detector.backend_name, size_bytes=Path(artifact).stat().st_size,
+                    map50_95=round(result.map50_95, 4), map50=round(result.map50, 4), drop_map50_95=drop,
+                    latency_ms_p50=round(p50, 2), latency_ms_p99=round(p99, 2),
+                    images_per_second=round(result.images_per_second, 1),
+                    measured_on=f"{host_description()}, {detector.backend_name}")
+    return row, result
+
+
+def format_table(rows: Sequence[ReportRow]) -> str:
+    """A plain-text table of the rows (drop in points of mAP50-95)."""
+    header = ("artifact", "target", "precision", "I/O", "size MB", "mAP50-95", "mAP50", "drop pts", "p50 ms", "img/s")
+    lines = [header]
+    for r in rows:
+        lines.append((Path(r.artifact).name, r.target, r.precision, r.io, f"{r.size_bytes / 1e6:.1f}",
+                      f"{r.map50_95:.4f}", f"{r.map50:.4f}", "-" if r.drop_map50_95 is None else f"{r.drop_map50_95:+.2f}",
+                      f"{r.latency_ms_p50:.1f}", f"{r.images_per_second:.1f}"))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    text = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)) for line in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def write_report(rows: Sequence[ReportRow], out_dir: Path) -> Path:
+    """Write out_dir/report.json (a list of rows); return its path."""
+    path = Path(out_dir) / "report.json"
+    path.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
+    return path
