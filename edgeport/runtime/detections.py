@@ -26,7 +26,7 @@ class Detections:
 
     def __post_init__(self) -> None:
         n = len(self.score)
-        if self.xyxy.shape != (n, 4) or self.class_id.shape != (n,):
+        if self.score.shape != (n,) or self.xyxy.shape != (n, 4) or self.class_id.shape != (n,):
             raise ValueError(f"inconsistent detections: xyxy {self.xyxy.shape}, score {self.score.shape}, "
                              f"class_id {self.class_id.shape}")
 

@@ -49,11 +49,33 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def _jpeg_scan_start(data: bytes) -> int:
+    """Return the offset of the first start-of-scan marker, walking the segments (skips EXIF thumbnails)."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return -1
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0xDA:
+            return i
+        elif marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+        else:
+            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return -1
+
+
 def _check_complete(data: bytes, fmt: str) -> None:
-    """Raise CorruptImageError when a JPEG or PNG stream is visibly cut short."""
-    if fmt == "jpeg" and b"\xff\xd9" not in data[-64:].rstrip(b"\x00\r\n "):
-        raise CorruptImageError("truncated JPEG: the end-of-image marker is missing")
-    if fmt == "png" and b"IEND" not in data[-16:]:
+    """Raise CorruptImageError when a JPEG or PNG stream is visibly cut short (trailing data is allowed)."""
+    if fmt == "jpeg":
+        scan = _jpeg_scan_start(data)
+        if scan < 0:
+            raise CorruptImageError("damaged JPEG header: no start-of-scan segment")
+        if data.find(b"\xff\xd9", scan) < 0:
+            raise CorruptImageError("truncated JPEG: the end-of-image marker is missing")
+    if fmt == "png" and b"IEND\xaeB`\x82" not in data:
         raise CorruptImageError("truncated PNG: the IEND chunk is missing")
 
 
@@ -114,13 +136,23 @@ def decode_bytes(data: bytes, *, exif: bool = True, max_pixels: int = DEFAULT_MA
         raise ImageTooLargeError(
             f"image of {width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
             "(raise max_pixels if this is intended)")
-    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH
+    if fmt == "tiff":  # OpenCV's TIFF reader turns by the tag on its own; PIL lets us choose
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return _from_pil(image, exif, max_pixels)
+        except OSError as exc:
+            raise CorruptImageError(f"corrupt TIFF: {exc}") from exc
+    # orientation is applied below, the same way for every other format
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION
     buffer = np.frombuffer(data, dtype=np.uint8)
     pixels = cv2.imdecode(buffer, flags)
     if pixels is None or pixels.size == 0:
         raise CorruptImageError(f"corrupt {fmt.upper()}: the decoder could not read the pixels")
     pixels = _channels_to_rgb(_to_uint8(pixels), "BGR")
-    if exif and fmt in ("jpeg", "tiff", "png", "webp"):
+    if exif and fmt in ("jpeg", "png", "webp"):
         pixels = apply_orientation(pixels, read_orientation(data))
     return pixels
 
@@ -170,8 +202,10 @@ def _from_pil(image: Any, exif: bool, max_pixels: int) -> np.ndarray:
         raise ImageTooLargeError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels:,}")
     if exif:
         image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        pixels = np.asarray(image, dtype=np.uint32)
+    if image.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit, scaled like 16-bit bytes and arrays
+        return _channels_to_rgb((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8), "RGB")
+    if image.mode == "I":
+        pixels = np.asarray(image, dtype=np.int64)
         pixels = (pixels >> 8 if pixels.max(initial=0) > 255 else pixels).clip(0, 255).astype(np.uint8)
         return _channels_to_rgb(pixels, "RGB")
     if image.mode == "F":

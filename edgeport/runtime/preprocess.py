@@ -29,8 +29,8 @@ class Letterbox:
         out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale_x
         out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale_y
         height, width = self.source_hw
-        np.clip(out[:, [0, 2]], 0, width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, height, out=out[:, [1, 3]])
+        np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])
         return out
 
 

@@ -1,0 +1,92 @@
+"""Shared fixtures: the bundled sample and artifacts converted from it once per session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edgeport import sample
+
+
+@pytest.fixture(scope="session")
+def sample_model() -> Path:
+    return sample.model_path()
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    return sample.data_yaml()
+
+
+@pytest.fixture(scope="session")
+def val_images(sample_data) -> list[Path]:
+    return sorted((sample_data.parent / "images" / "val").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def onnx_artifact(tmp_path_factory, sample_model) -> Path:
+    """The bundled model converted by `edgeport convert --target onnx`."""
+    from edgeport.convert import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("onnx")
+    return convert(sample_model, "onnx", ConvertOptions(out_dir=out)).path
+
+
+@pytest.fixture(scope="session")
+def ultralytics_onnx(tmp_path_factory, sample_model) -> Path:
+    """Ultralytics' own plain ONNX export (one (1, 4 + nc, N) output, pixel boxes, its metadata)."""
+    from edgeport.convert.onnx_target import export_ultralytics_onnx
+
+    return export_ultralytics_onnx(sample_model, tmp_path_factory.mktemp("ultralytics_onnx"), None, 17)
+
+
+@pytest.fixture(scope="session")
+def ultralytics_tflite(tmp_path_factory, sample_model) -> Path:
+    """Ultralytics' own TFLite export (LiteRT route: NCHW float input, normalized boxes, zip metadata)."""
+    from edgeport.convert.ultralytics_env import load_ultralytics
+
+    load_ultralytics()
+    from ultralytics import YOLO
+
+    work = tmp_path_factory.mktemp("ultralytics_tflite")
+    local = work / sample_model.name
+    shutil.copy(sample_model, local)
+    return Path(YOLO(str(local)).export(format="tflite", imgsz=320, device="cpu", verbose=False))
+
+
+@pytest.fixture(scope="session")
+def nhwc_tflite(tmp_path_factory, sample_model) -> Path:
+    """A TFLite with NHWC input and Ultralytics' layout and metadata, as older Ultralytics
+    (TensorFlow route) exports are: built with litert-torch from the same weights."""
+    import litert_torch
+    import torch
+
+    from edgeport.convert.ultralytics_env import load_ultralytics
+
+    load_ultralytics()
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(sample_model))
+    net = yolo.model.float().eval()
+    names = dict(yolo.names)
+
+    class NHWC(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            y = self.model(x.permute(0, 3, 1, 2))
+            y = y[0] if isinstance(y, (list, tuple)) else y
+            return torch.cat([y[:, :4] / 320.0, y[:, 4:]], dim=1)  # boxes normalized, as Ultralytics does
+
+    path = tmp_path_factory.mktemp("nhwc_tflite") / "shapes_nhwc_float32.tflite"
+    litert_torch.convert(NHWC(net), (torch.zeros(1, 320, 320, 3),)).export(str(path))
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("metadata.json", json.dumps({"names": names, "imgsz": [320, 320], "task": "detect",
+                                                      "stride": 32, "batch": 1}))
+    return path
