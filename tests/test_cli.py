@@ -1,0 +1,77 @@
+"""The `edgeport` command: help, JSON output, one-line errors, exit codes, the quickstart job."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+
+def edgeport(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeport", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("command", ["quickstart", "convert", "evaluate", "detect"])
+def test_every_subcommand_has_help(command):
+    out = edgeport(command, "--help")
+    assert out.returncode == 0 and "usage: edgeport" in out.stdout
+
+
+def test_detect_prints_json_lines_and_saves_annotated_images(onnx_artifact, val_images, tmp_path):
+    out = edgeport("detect", str(val_images[0]), str(val_images[1]), "--model", str(onnx_artifact),
+                   "--save-dir", str(tmp_path / "annotated"), "--conf", "0.1")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [str(val_images[0]), str(val_images[1])]
+    assert all(line["detections"] for line in lines)
+    assert {d["class_name"] for line in lines for d in line["detections"]} <= {"circle", "square", "triangle"}
+    saved = cv2.imread(str(tmp_path / "annotated" / (val_images[0].stem + ".jpg")))
+    assert saved is not None and saved.shape[:2] == tuple(lines[0]["image_hw"])
+
+
+def test_detect_reports_a_bad_image_in_one_line_and_keeps_the_others(onnx_artifact, val_images, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(val_images[0].read_bytes()[:2000])
+    out = edgeport("detect", str(broken), str(val_images[1]), "--model", str(onnx_artifact))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"edgeport: error: {broken}: truncated JPEG: the end-of-image "
+                                               "marker is missing"]
+    assert len(out.stdout.splitlines()) == 1 and str(val_images[1]) in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("detect", "x.jpg", "--model", "absent.onnx"), "model not found: absent.onnx"),
+    (("evaluate", "absent.tflite", "--data", "data.yaml"), "model not found"),
+    (("convert", "absent.pt", "--target", "onnx"), "model not found"),
+])
+def test_errors_are_one_line_with_exit_code_2(args, message, tmp_path):
+    out = edgeport(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_evaluate_writes_json_and_shows_progress(onnx_artifact, sample_data, tmp_path):
+    report = tmp_path / "eval.json"
+    out = edgeport("evaluate", str(onnx_artifact), "--data", str(sample_data), "--json", str(report))
+    assert out.returncode == 0, out.stderr
+    assert "80/80" in out.stderr  # progress
+    result = json.loads(report.read_text())
+    assert result["images"] == 80 and result["backend"] == "onnxruntime" and "mAP50-95" in out.stdout
+
+
+def test_quickstart_converts_evaluates_and_prints_the_table(tmp_path):
+    out = edgeport("quickstart", "--out", str(tmp_path / "qs"))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "qs" / "report.json").read_text())
+    assert {row["target"] for row in rows} >= {"onnx"}
+    for row in rows:
+        for key in ("artifact", "target", "precision", "size_bytes", "map50_95", "map50", "drop_map50_95",
+                    "latency_ms_p50", "measured_on"):
+            assert key in row
+        assert Path(row["artifact"]).is_file() and row["map50_95"] > 0.5
+        assert Path(row["artifact"]).name in out.stdout
