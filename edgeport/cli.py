@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edgeport.errors import EdgeportError, ImageError
+from edgeport.runtime.image_io import DEFAULT_MAX_PIXELS
 
 EXIT_ERROR = 2
 
@@ -24,6 +25,8 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None, help="force a backend (onnxruntime, litert); default: by file type")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the engine's)")
     parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images with more pixels (decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,})")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -46,8 +49,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from edgeport.evaluate import evaluate
 
-    result = evaluate(args.artifact, args.data, protocol=args.protocol, conf=args.conf, split=args.split,
-                      backend=args.backend, threads=args.threads, exif=args.exif)
+    from edgeport.runtime import Detector
+
+    detector = Detector(args.artifact, backend=args.backend, threads=args.threads, max_pixels=args.max_pixels)
+    result = evaluate(detector, args.data, protocol=args.protocol, conf=args.conf, split=args.split, exif=args.exif)
     print(f"{Path(result.artifact).name} ({result.backend}, {result.protocol} protocol, {result.images} images)")
     print(f"  mAP50-95 {result.map50_95:.4f}   mAP50 {result.map50:.4f}   "
           f"P {result.precision:.3f} R {result.recall:.3f} @ conf {result.conf}   {result.images_per_second:.1f} img/s")
@@ -66,7 +71,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from edgeport.runtime.draw import draw
 
     detector = Detector(args.model, backend=args.backend, threads=args.threads, conf=args.conf, iou=args.iou,
-                        max_det=args.max_det, exif=args.exif)
+                        max_det=args.max_det, exif=args.exif, max_pixels=args.max_pixels)
     if args.save_dir:
         args.save_dir.mkdir(parents=True, exist_ok=True)
     failed = 0

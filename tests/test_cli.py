@@ -75,3 +75,30 @@ def test_quickstart_converts_evaluates_and_prints_the_table(tmp_path):
             assert key in row
         assert Path(row["artifact"]).is_file() and row["map50_95"] > 0.5
         assert Path(row["artifact"]).name in out.stdout
+
+
+def test_model_and_image_errors_are_one_line_each(onnx_artifact, val_images, tmp_path):
+    import onnx
+
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(onnx_artifact.read_bytes()[:100_000])
+    model = onnx.load(str(onnx_artifact))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    cases = [
+        (["--model", str(truncated), str(val_images[0])], 2, "onnxruntime cannot load this file"),
+        (["--model", str(bare), str(val_images[0])], 2, "no edgeport metadata record"),
+        (["--model", str(onnx_artifact), str(empty)], 1, "empty image"),
+        (["--model", str(onnx_artifact), str(text)], 1, "not an image"),
+        (["--model", str(onnx_artifact), "--max-pixels", "1000", str(val_images[0])], 1, "exceeds the limit of 1,000"),
+    ]
+    for args, code, message in cases:
+        out = edgeport("detect", *args)
+        assert out.returncode == code, (args, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edgeport: error: ") and message in lines[0], lines
