@@ -79,21 +79,26 @@ def _check_complete(data: bytes, fmt: str) -> None:
         raise CorruptImageError("truncated PNG: the IEND chunk is missing")
 
 
-def _header_size(data: bytes, fmt: str) -> tuple[int, int]:
-    """Return (width, height) read from the header without decoding the pixels."""
+def _header(data: bytes, fmt: str) -> tuple[int, int, int]:
+    """Return (width, height, EXIF orientation 1..8) read from the header without decoding pixels."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            warnings.simplefilter("ignore")
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit applies
             try:
                 with Image.open(io.BytesIO(data)) as im:
-                    return im.size
+                    width, height = im.size
+                    try:
+                        orientation = int(im.getexif().get(0x0112, 1))
+                    except Exception:  # a damaged EXIF block must not lose the image
+                        orientation = 1
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except Exception as exc:  # PIL raises many types for damaged headers
         raise CorruptImageError(f"damaged {fmt.upper()} header: {exc}") from exc
+    return width, height, orientation if 1 <= orientation <= 8 else 1
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -131,7 +136,7 @@ def decode_bytes(data: bytes, *, exif: bool = True, max_pixels: int = DEFAULT_MA
     if fmt is None:
         raise NotAnImageError(f"not an image: unknown format (first bytes {data[:8]!r})")
     _check_complete(data, fmt)
-    width, height = _header_size(data, fmt)
+    width, height, orientation = _header(data, fmt)
     if max_pixels and width * height > max_pixels:
         raise ImageTooLargeError(
             f"image of {width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
@@ -153,26 +158,8 @@ def decode_bytes(data: bytes, *, exif: bool = True, max_pixels: int = DEFAULT_MA
         raise CorruptImageError(f"corrupt {fmt.upper()}: the decoder could not read the pixels")
     pixels = _channels_to_rgb(_to_uint8(pixels), "BGR")
     if exif and fmt in ("jpeg", "png", "webp"):
-        pixels = apply_orientation(pixels, read_orientation(data))
+        pixels = apply_orientation(pixels, orientation)
     return pixels
-
-
-def read_orientation(data: bytes) -> int:
-    """Return the EXIF orientation tag (1..8) of an encoded image, 1 when absent or unreadable."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    value = int(im.getexif().get(0x0112, 1))
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-    except Exception:
-        return 1
-    return value if 1 <= value <= 8 else 1
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:

@@ -24,16 +24,18 @@ class Backend(ABC):
     def __init__(self, path: Path, threads: int | None = None) -> None:
         self.path = Path(path)
         self.threads = threads
+        self._inputs: list[TensorSpec] = []  # subclasses fill both when they open the model
+        self._outputs: list[TensorSpec] = []
 
     @property
-    @abstractmethod
     def inputs(self) -> list[TensorSpec]:
         """Input tensors, in the order `invoke` takes them."""
+        return self._inputs
 
     @property
-    @abstractmethod
     def outputs(self) -> list[TensorSpec]:
         """Output tensors, in the order `invoke` returns them."""
+        return self._outputs
 
     @abstractmethod
     def invoke(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -63,14 +63,6 @@ class LiteRTBackend(Backend):
         self._inputs = [tensor_spec(d) for d in self._input_details]
         self._outputs = [tensor_spec(d) for d in self._output_details]
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def invoke(self, batch: np.ndarray) -> list[np.ndarray]:
         self._interpreter.set_tensor(self._input_details[0]["index"], batch)
         self._interpreter.invoke()

@@ -42,14 +42,6 @@ class OnnxRuntimeBackend(Backend):
         shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
         return TensorSpec(name=arg.name, shape=shape, dtype=_ORT_TYPES.get(arg.type, arg.type))
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def invoke(self, batch: np.ndarray) -> list[np.ndarray]:
         return self._session.run(self._output_names, {self._inputs[0].name: batch})
 
