@@ -92,6 +92,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edgeport.calibration import build_calibration_set, describe_coverage
+
+    calibration = build_calibration_set(args.data, imgsz=args.imgsz, n=args.n, out_dir=args.out, split=args.split,
+                                        seed=args.seed)
+    print(describe_coverage(calibration))
+    print(args.out / "calibration.npz")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from edgeport import sample
     from edgeport.convert import TARGETS, ConvertOptions, convert
@@ -144,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help="DATA.yaml: evaluate the artifact and print the report")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("calibrate", help="sample a representative calibration set (cached)",
+                       description="Sample a calibration set from a DATA.yaml (class-balanced from labels), an "
+                       "image folder or a video (spread over time), letterboxed by the runtime's own code; cached "
+                       "by content hash and reused while unchanged.")
+    p.add_argument("--data", type=Path, required=True, help="DATA.yaml, an image folder or a video file")
+    p.add_argument("--n", type=int, default=300, help="images to sample (default 300)")
+    p.add_argument("--imgsz", type=int, default=320, help="model input size (default 320)")
+    p.add_argument("--split", default="train", help="DATA.yaml split to sample (falls back to val)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("calib"), help="cache folder (default: calib)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("evaluate", help="mAP of an artifact on a YOLO-format dataset, through the runtime",
                        description="Evaluate an artifact through the runtime: mAP50-95, mAP50, per-class AP, "

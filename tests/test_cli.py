@@ -16,7 +16,7 @@ def edgeport(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
                           timeout=600)
 
 
-@pytest.mark.parametrize("command", ["quickstart", "convert", "evaluate", "detect"])
+@pytest.mark.parametrize("command", ["quickstart", "convert", "evaluate", "detect", "calibrate"])
 def test_every_subcommand_has_help(command):
     out = edgeport(command, "--help")
     assert out.returncode == 0 and "usage: edgeport" in out.stdout
@@ -102,3 +102,13 @@ def test_model_and_image_errors_are_one_line_each(onnx_artifact, val_images, tmp
         assert out.returncode == code, (args, out.stderr)
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("edgeport: error: ") and message in lines[0], lines
+
+
+def test_calibrate_prints_coverage_and_reuses_its_cache(sample_data, tmp_path):
+    args = ("calibrate", "--data", str(sample_data), "--n", "12", "--out", str(tmp_path / "calib"))
+    first = edgeport(*args)
+    assert first.returncode == 0, first.stderr
+    assert "images per class: circle" in first.stdout and "(cached)" not in first.stdout
+    assert "calibration set: 12/12" in first.stderr  # progress
+    second = edgeport(*args)
+    assert "(cached)" in second.stdout and (tmp_path / "calib" / "calibration.npz").is_file()
