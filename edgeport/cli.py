@@ -82,8 +82,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             _say(f"edgeport: error: {exc}")
             failed += 1
             continue
-        tensor, placements = detector.preprocess([rgb])
-        detections = detector.postprocess(detector.infer(tensor), placements)[0]
+        detections = detector.detect_rgb([rgb])[0]
         detections.meta["image"] = str(image)
         print(detections.to_json(), flush=True)
         if args.save_dir:

@@ -51,16 +51,15 @@ class EvalResult:
 
 
 def collect(detector: Detector, dataset: Dataset, nms: NmsOptions, progress: bool = True,
-            description: str = "evaluate") -> tuple[list[ImageEval], float]:
+            description: str = "evaluate", exif: bool | None = None) -> tuple[list[ImageEval], float]:
     """Run the detector on every image of the split; return per-image evals and images per second."""
     images: list[ImageEval] = []
     seconds = 0.0
     for path in track(dataset.images, len(dataset.images), description, enabled=progress):
         labels = dataset.labels(path)
         start = time.perf_counter()
-        rgb = detector.load(path)
-        tensor, placements = detector.preprocess([rgb])
-        detections = detector.postprocess(detector.infer(tensor), placements, nms)[0]
+        rgb = detector.load(path, exif=exif)
+        detections = detector.detect_rgb([rgb], nms)[0]
         seconds += time.perf_counter() - start
         height, width = rgb.shape[:2]
         cx, cy, w, h = (labels[:, 1] * width, labels[:, 2] * height, labels[:, 3] * width, labels[:, 4] * height)
@@ -81,14 +80,13 @@ def evaluate(model: str | Path | Detector, data: str | Path, *, protocol: str = 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
     detector = model if isinstance(model, Detector) else Detector(model, backend=backend, threads=threads)
-    detector.exif = exif
     dataset = load_dataset(data, split)
     if len(dataset.names) != len(detector.names):
         from edgeport.errors import DatasetError
 
         raise DatasetError(f"{dataset.yaml_path} has {len(dataset.names)} classes, the model "
                            f"{len(detector.names)} ({', '.join(detector.names)})")
-    images, rate = collect(detector, dataset, PROTOCOLS[protocol], progress, f"evaluate {detector.path.name}")
+    images, rate = collect(detector, dataset, PROTOCOLS[protocol], progress, f"evaluate {detector.path.name}", exif)
     ap = coco_ap(images, len(dataset.names)) if protocol == "coco" else ultralytics_ap(images, len(dataset.names))
     valid = ~np.isnan(ap[:, 0])
     precision, recall = precision_recall_at(images, conf)

@@ -88,8 +88,8 @@ def record_from_ultralytics(meta: dict[str, str], backend: Backend) -> ArtifactR
         names=names, imgsz=imgsz, layout=layout, inputs=tuple(backend.inputs), outputs=(out,),
         preprocess=Preprocess(), decode=Decode(kind="ultralytics", boxes=out.name, scores=out.name,
                                                box_format="xywh", normalized=normalized),
-        target=backend.path.suffix.lstrip(".").lower(), precision="int8" if inp.quantized or out.quantized else
-        ("fp16" if "float16" in backend.path.name else "fp32"),
+        target=backend.path.suffix.lstrip(".").lower(),
+        precision="int8" if inp.quantized or out.quantized else ("fp16" if inp.dtype == "float16" else "fp32"),
         provenance={"ultralytics_version": str(_parse(meta.get("version", "unknown")))}, origin="ultralytics")
 
 
@@ -148,9 +148,12 @@ class Detector:
     def backend_name(self) -> str:
         return self.backend.name
 
-    def load(self, image: ImageSource, color: ColorOrder = "BGR") -> np.ndarray:
-        """Return RGB uint8 pixels of one image input (see edgeport.runtime.image_io.load_image)."""
-        return load_image(image, color=color, exif=self.exif, max_pixels=self.max_pixels)
+    def load(self, image: ImageSource, color: ColorOrder = "BGR", exif: bool | None = None) -> np.ndarray:
+        """Return RGB uint8 pixels of one image input (see edgeport.runtime.image_io.load_image).
+
+        `exif` overrides the detector's own setting for this call.
+        """
+        return load_image(image, color=color, exif=self.exif if exif is None else exif, max_pixels=self.max_pixels)
 
     def preprocess(self, images_rgb: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
         """Letterbox each RGB image to the model size; return (input tensor, placements)."""
@@ -182,14 +185,17 @@ class Detector:
             results.append(Detections(info.to_original(xyxy), score, class_id, self.names, info.source_hw))
         return results
 
+    def detect_rgb(self, images_rgb: Sequence[np.ndarray], nms: NmsOptions | None = None) -> list[Detections]:
+        """Detect on decoded RGB uint8 images (H, W, 3), as `load` returns them."""
+        if not images_rgb:
+            return []
+        tensor, placements = self.preprocess(images_rgb)
+        return self.postprocess(self.infer(tensor), placements, nms)
+
     def detect_batch(self, images: Iterable[ImageSource], color: ColorOrder = "BGR",
                      nms: NmsOptions | None = None) -> list[Detections]:
         """Detect on several images of any sizes (each letterboxed, never stretched)."""
-        rgb = [self.load(image, color) for image in images]
-        if not rgb:
-            return []
-        tensor, placements = self.preprocess(rgb)
-        return self.postprocess(self.infer(tensor), placements, nms)
+        return self.detect_rgb([self.load(image, color) for image in images], nms)
 
     def detect(self, image: ImageSource, color: ColorOrder = "BGR", nms: NmsOptions | None = None) -> Detections:
         """Detect on one image: a path, encoded bytes, a numpy array (BGR unless color='RGB') or a PIL image."""
