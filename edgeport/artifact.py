@@ -59,13 +59,17 @@ class Decode:
 
     kind "split": `boxes` (1, N, 4) and `scores` (1, N, nc) tensors.
     kind "ultralytics": one tensor (1, 4 + nc, N), boxes as cx, cy, w, h then class scores.
+    kind "dfl": per level (`levels`: box, cls tensor names, stride, grid) raw box distribution
+    logits (1, h*w, 4 * reg_max) and class logits (1, h*w, nc), decoded in the runtime.
     """
 
     kind: str = "split"
     boxes: str = "boxes"
     scores: str = "scores"
-    box_format: str = "xyxy"  # xyxy or xywh (centre, size)
+    box_format: str = "xyxy"  # xyxy, xywh (centre, size) or ltrb (distances, kind "dfl")
     normalized: bool = True  # boxes in 0..1 of the input size, else input pixels
+    levels: tuple = ()
+    reg_max: int = 16
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,8 @@ class ArtifactRecord:
                 inputs=tuple(TensorSpec.from_dict(t) for t in data["inputs"]),
                 outputs=tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
                 preprocess=Preprocess(**data.get("preprocess", {})),
-                decode=Decode(**data.get("decode", {})),
+                decode=Decode(**{**data.get("decode", {}),
+                                 "levels": tuple(data.get("decode", {}).get("levels", ()))}),
                 target=str(data.get("target", "unknown")),
                 precision=str(data.get("precision", "unknown")),
                 task=str(data.get("task", "detect")),

@@ -16,6 +16,7 @@ from edgeport.errors import ConversionError, ModelNotFoundError, UnsupportedMode
 # target -> "module:function"; each function is convert(model: Path, options: ConvertOptions) -> Artifact
 TARGETS: dict[str, str] = {
     "onnx": "edgeport.convert.onnx_target:convert_onnx",
+    "tflite": "edgeport.convert.tflite_target:convert_tflite",
 }
 
 
@@ -28,6 +29,11 @@ class ConvertOptions:
     opset: int = 17
     name: str | None = None  # file stem of the artifact; default: the model's stem
     command: str = ""  # the command line that asked for the conversion (provenance)
+    precision: str = "fp32"  # tflite: fp32, fp16, dynamic, int8
+    io: str = "uint8"  # tflite int8: input/output type, uint8, int8 or float
+    data: Path | None = None  # calibration source: DATA.yaml, image folder or video
+    calibration_images: int = 300
+    calibration_dir: Path | None = None  # cache folder of the calibration set
     progress: Callable[[str], None] | None = None  # called with one line per step
 
 

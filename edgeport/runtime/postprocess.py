@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import numpy.typing as npt
 
@@ -26,9 +28,37 @@ def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=16)
+def _anchor_centres(grid_h: int, grid_w: int, stride: int) -> np.ndarray:
+    """(h*w, 2) anchor centres in input pixels, row-major like the head's flattening."""
+    ys, xs = np.divmod(np.arange(grid_h * grid_w, dtype=np.float32), grid_w)
+    return np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], axis=1)
+
+
+def decode_dfl(outputs: dict[str, np.ndarray], decode: Decode) -> tuple[np.ndarray, np.ndarray]:
+    """Decode raw per-level head outputs: DFL expectation, anchor offsets and sigmoid, in float.
+
+    Returns (boxes (B, N, 4) xyxy in input pixels, scores (B, N, nc)).
+    """
+    bins = np.arange(decode.reg_max, dtype=np.float32)
+    boxes, scores = [], []
+    for level in decode.levels:
+        logits, cls = outputs[level["box"]], outputs[level["cls"]]
+        batch, count = logits.shape[:2]
+        logits = logits.reshape(batch, count, 4, decode.reg_max)
+        weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        distance = (weights @ bins) / weights.sum(axis=-1) * np.float32(level["stride"])  # (B, hw, 4) ltrb
+        centres = _anchor_centres(int(level["grid"][0]), int(level["grid"][1]), int(level["stride"]))
+        boxes.append(np.concatenate([centres - distance[..., :2], centres + distance[..., 2:]], axis=-1))
+        scores.append(1.0 / (1.0 + np.exp(-cls)))
+    return np.concatenate(boxes, axis=1).astype(np.float32), np.concatenate(scores, axis=1).astype(np.float32)
+
+
 def decode_outputs(outputs: dict[str, np.ndarray], decode: Decode, nc: int,
                    size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Return (boxes (B, N, 4) xyxy in model-input pixels, scores (B, N, nc)) from float outputs."""
+    if decode.kind == "dfl":
+        return decode_dfl(outputs, decode)
     if decode.kind == "split":
         boxes, scores = outputs[decode.boxes], outputs[decode.scores]
     elif decode.kind == "ultralytics":

@@ -1,0 +1,205 @@
+"""TFLite target: fp32, fp16 (weights), dynamic-range int8 and full-integer int8, NHWC input.
+
+Route: torch -> litert-torch (float flatbuffer) -> ai-edge-quantizer (no TensorFlow). The graph
+ends before the box decode: per level it outputs the raw DFL box logits and class logits, so an
+integer model never has to hold pixel coordinates and scores in one int8 scale; the runtime does
+the DFL expectation, anchor decode and sigmoid in float (decode kind "dfl").
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec, write_sidecar
+from edgeport.convert import Artifact, ConvertOptions
+from edgeport.convert.provenance import provenance
+from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
+
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+IO_TYPES = ("uint8", "int8", "float")
+
+
+def _raw_head_module(detection_model):
+    """Wrap an Ultralytics DetectionModel: NHWC float input -> per level (box logits, class logits)."""
+    import torch
+
+    head = detection_model.model[-1]
+    if not hasattr(head, "cv2") or not hasattr(head, "reg_max"):
+        raise UnsupportedModelError(f"the last layer is {type(head).__name__}, not a YOLOv8-style Detect head")
+
+    class RawHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = detection_model
+
+        def forward(self, image_nhwc):
+            x = image_nhwc.permute(0, 3, 1, 2)
+            saved = []
+            for layer in self.model.model[:-1]:
+                if layer.f != -1:
+                    x = saved[layer.f] if isinstance(layer.f, int) else [x if j == -1 else saved[j] for j in layer.f]
+                x = layer(x)
+                saved.append(x if layer.i in self.model.save else None)
+            feats = [x if j == -1 else saved[j] for j in head.f]
+            outputs = []
+            for level, feat in enumerate(feats):
+                box, cls = head.cv2[level](feat), head.cv3[level](feat)
+                outputs.append(box.permute(0, 2, 3, 1).reshape(1, -1, box.shape[1]))
+                outputs.append(cls.permute(0, 2, 3, 1).reshape(1, -1, cls.shape[1]))
+            return tuple(outputs)
+
+    return RawHead().eval(), head
+
+
+def _signature_outputs(path: Path) -> list[TensorSpec]:
+    """Output tensor specs in the order the torch module returned them (signature output_0, _1, ...)."""
+    from edgeport.runtime.backends.litert import interpreter_class, tensor_spec
+
+    interpreter_cls, _, _ = interpreter_class()
+    interpreter = interpreter_cls(model_path=str(path))
+    interpreter.allocate_tensors()
+    signature = interpreter._get_full_signature_list()["serving_default"]["outputs"]
+    by_index = {d["index"]: d for d in interpreter.get_output_details()}
+    ordered = sorted(signature.items(), key=lambda kv: int(kv[0].rsplit("_", 1)[-1]))
+    return [tensor_spec(by_index[index]) for _, index in ordered]
+
+
+def _quantize(float_path: Path, out: Path, precision: str, io: str, calibration) -> str:
+    """Quantize a float .tflite with ai-edge-quantizer; return the calibration method used."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+
+    qt = quantizer.Quantizer(str(float_path))
+    method = "none"
+    if precision == "fp16":
+        fp16 = qtyping.OpQuantizationConfig(
+            weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+            compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
+        qt.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                      op_config=fp16, algorithm_key="float_casting")
+        result = qt.quantize()
+    elif precision == "dynamic":
+        qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        result = qt.quantize()
+    else:
+        qt.load_quantization_recipe(recipe.static_wi8_ai8())
+        if io == "float":
+            keep = qtyping.OpQuantizationConfig(compute_precision=qtyping.ComputePrecision.FLOAT)
+            for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+                qt.update_quantization_recipe(regex=".*", operation_name=op, op_config=keep,
+                                              algorithm_key=qtyping.AlgorithmName.NO_QUANTIZE)
+        elif io == "uint8":
+            u8 = qtyping.OpQuantizationConfig(
+                activation_tensor_config=qtyping.TensorQuantizationConfig(
+                    num_bits=8, symmetric=False, dtype=qtyping.TensorDataType.UINT),
+                weight_tensor_config=qtyping.TensorQuantizationConfig(
+                    num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
+                compute_precision=qtyping.ComputePrecision.INTEGER, explicit_dequantize=False)
+            for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+                qt.update_quantization_recipe(regex=".*", operation_name=op, op_config=u8)
+        samples = [{"args_0": batch} for batch in calibration.batches("NHWC", "float32")]
+        stats = qt.calibrate({"serving_default": samples})
+        for name in [n for n in stats if n.startswith("serving_default_args_0")]:
+            # pixels are exactly 0..1: a scale of 1/255 lets uint8 camera frames in untouched
+            stats[name] = {"min": np.array(0.0, np.float32), "max": np.array(1.0, np.float32)}
+        result = qt.quantize(calibration_result=stats)
+        method = "minmax (moving average, ai-edge-quantizer)"
+    result.export_model(str(out), overwrite=True)
+    return method
+
+
+def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
+    """Write DIR/<stem>_<precision>.tflite and its sidecar record; return the Artifact."""
+    precision, io = options.precision, options.io
+    if precision not in PRECISIONS:
+        raise ConversionError(f"tflite: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if io not in IO_TYPES:
+        raise ConversionError(f"tflite: unknown --io {io!r}; choose one of {', '.join(IO_TYPES)}")
+    if source.suffix.lower() != ".pt":
+        raise UnsupportedModelError(f"{source}: the tflite target converts from the Ultralytics .pt (PyTorch) model")
+    if precision == "int8" and options.data is None:
+        raise ConversionError("tflite: --int8 needs representative images: pass --data DATA.yaml, an image folder "
+                              "or a video")
+    try:
+        import litert_torch
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError("litert-torch", "convert") from exc
+    from edgeport.convert.ultralytics_env import load_ultralytics
+
+    say = options.progress or (lambda line: None)
+    load_ultralytics()
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(source))
+    if yolo.task != "detect":
+        raise UnsupportedModelError(f"{source}: task {yolo.task!r} is not supported; only detection models")
+    size = options.imgsz or int(yolo.model.args.get("imgsz", 640))
+    names = tuple(str(yolo.names[i]) for i in sorted(yolo.names))
+    net = yolo.model.float().eval()
+    for module in net.modules():  # fuse conv+bn as Ultralytics' export does
+        if hasattr(module, "fuse") and callable(module.fuse) and module is net:
+            net = module.fuse(verbose=False)
+            break
+    module, head = _raw_head_module(net)
+    calibration = None
+    if precision == "int8":
+        from edgeport.calibration import build_calibration_set, describe_coverage
+
+        calibration = build_calibration_set(options.data, imgsz=size, n=options.calibration_images,
+                                            out_dir=options.calibration_dir, progress=options.progress is not None)
+        say(describe_coverage(calibration))
+    stem = options.name or source.stem
+    suffix = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic_int8",
+              "int8": "full_integer_int8" if io != "float" else "int8_float_io"}[precision]
+    out = options.out_dir / f"{stem}_{suffix}.tflite"
+    with tempfile.TemporaryDirectory(prefix="edgeport-tflite-") as tmp:
+        float_path = Path(tmp) / "float.tflite"
+        say(f"tflite: converting {source.name} with litert-torch (NHWC {size}x{size}, raw DFL head)")
+        try:
+            with torch.no_grad():
+                litert_torch.convert(module, (torch.zeros(1, size, size, 3),)).export(str(float_path))
+        except Exception as exc:
+            raise ConversionError(f"tflite: litert-torch conversion failed: {str(exc).splitlines()[0]}") from exc
+        method = "none"
+        if precision == "fp32":
+            out.write_bytes(float_path.read_bytes())
+        else:
+            say(f"tflite: quantizing ({precision}{', I/O ' + io if precision == 'int8' else ''}) with ai-edge-quantizer")
+            try:
+                method = _quantize(float_path, out, precision, io, calibration)
+            except Exception as exc:
+                raise ConversionError(f"tflite: quantization failed: {str(exc).splitlines()[0]}") from exc
+    from edgeport.runtime.backends.litert import LiteRTBackend
+
+    backend = LiteRTBackend(out)
+    outputs = _signature_outputs(out)
+    strides = [int(s) for s in head.stride.tolist()]
+    levels = []
+    for level, stride in enumerate(strides):
+        box, cls = outputs[2 * level], outputs[2 * level + 1]
+        levels.append({"box": box.name, "cls": cls.name, "stride": stride, "grid": [size // stride, size // stride]})
+    from edgeport.convert.tflite_ops import float_ops
+
+    left_in_float = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []
+    inp = backend.inputs[0]
+    record = ArtifactRecord(
+        names=names, imgsz=(size, size), layout="NHWC", inputs=(inp,), outputs=tuple(outputs),
+        preprocess=Preprocess(), decode=Decode(kind="dfl", boxes="", scores="", box_format="ltrb",
+                                               normalized=False, levels=tuple(levels), reg_max=int(head.reg_max)),
+        target="tflite", precision=precision,
+        provenance={**provenance(source, options.command, calibration.sha256 if calibration else None),
+                    "calibration_method": method, "calibration_images": len(calibration) if calibration else 0,
+                    "ops_left_in_float": left_in_float, "io": io if precision == "int8" else "float"})
+    write_sidecar(out, record)
+    if precision == "int8":
+        if left_in_float:
+            say(f"tflite: {len(left_in_float)} ops left in float: {', '.join(left_in_float[:12])}")
+        else:
+            say(f"tflite: full-integer: every op int8, input {inp.dtype} (scale {inp.scale:.6f}, zero point "
+                f"{inp.zero_point})")
+    say(f"tflite: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return Artifact(path=out, record=replace(record))
