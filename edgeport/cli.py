@@ -29,21 +29,50 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse images with more pixels (decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,})")
 
 
+def _has_labels(data: Path | None) -> bool:
+    return data is not None and data.suffix.lower() in (".yaml", ".yml")
+
+
+def _print_report(rows, out_dir: Path, max_drop: float | None) -> int:
+    from edgeport.report import format_table, over_budget, write_report
+
+    print(format_table(rows))
+    _say(f"report: {write_report(rows, out_dir)}")
+    failing = over_budget(rows, max_drop)
+    for row in failing:
+        _say(f"edgeport: error: {Path(row.artifact).name} drops {row.drop_map50_95:.2f} points of mAP50-95, "
+             f"more than --max-drop {max_drop}")
+    return 1 if failing else 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from edgeport.convert import ConvertOptions, convert
 
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "dynamic" if args.dynamic else "fp32"
+    if args.calibration_method != "minmax":
+        from edgeport.errors import ConversionError
+
+        raise ConversionError(f"calibration method {args.calibration_method!r} is not available for the "
+                              f"{args.target} target; it calibrates with: minmax")
     options = ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset, name=args.name,
-                             command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say)
+                             command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say, precision=precision,
+                             io=args.io, data=args.data, calibration_images=args.calibration_images,
+                             calibration_dir=args.calibration_dir)
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
-    if args.data:
-        from edgeport.report import format_table, report_row, write_report
+    if not _has_labels(args.data):
+        if args.data is not None:
+            _say("convert: no labels (not a DATA.yaml): the accuracy report is skipped")
+        return 0
+    from edgeport.report import compare
 
-        row, _ = report_row(artifact.path, args.data, None, threads=args.threads)
-        row.drop_map50_95 = 0.0 if artifact.record.precision == "fp32" else None
-        print(format_table([row]))
-        _say(f"report: {write_report([row], args.out)}")
-    return 0
+    baseline = artifact.path
+    if not (args.target == "onnx" and precision == "fp32"):
+        baseline = convert(args.model, "onnx", ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset,
+                                                              name=args.name, command=options.command,
+                                                              progress=_say)).path
+    rows = compare([artifact.path], baseline, args.data, threads=args.threads)
+    return _print_report(rows, args.out, args.max_drop)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -101,28 +130,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+QUICKSTART_TARGETS = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"),
+                      ("tflite", "int8"))
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from edgeport import sample
-    from edgeport.convert import TARGETS, ConvertOptions, convert
-    from edgeport.report import format_table, report_row, write_report
+    from edgeport.convert import ConvertOptions, convert
+    from edgeport.report import compare
 
     model, data = sample.model_path(), sample.data_yaml()
     _say(f"quickstart: bundled model {model.name}, val split {data.parent}")
     artifacts = []
-    for target in TARGETS:
-        options = ConvertOptions(out_dir=args.out, command="edgeport quickstart", progress=_say)
-        artifacts.append(convert(model, target, options))
-    rows = []
-    baseline = None
-    for artifact in artifacts:
-        row, result = report_row(artifact.path, data, baseline, threads=args.threads)
-        if baseline is None and artifact.record.precision == "fp32":
-            baseline = result.map50_95
-            row.drop_map50_95 = 0.0
-        rows.append(row)
-    print(format_table(rows))
-    _say(f"report: {write_report(rows, args.out)}")
-    return 0
+    for target, precision in QUICKSTART_TARGETS:
+        options = ConvertOptions(out_dir=args.out, command="edgeport quickstart", progress=_say, precision=precision,
+                                 data=data, calibration_images=args.calibration_images,
+                                 calibration_dir=args.out / "calib")
+        artifacts.append(convert(model, target, options).path)
+    rows = compare(artifacts[1:], artifacts[0], data, threads=args.threads)
+    return _print_report(rows, args.out, args.max_drop)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "the bundled val split through the runtime, print the comparison table.")
     p.add_argument("--out", type=Path, default=Path("edgeport-quickstart"), help="output folder")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--calibration-images", type=int, default=80, help="int8 calibration images (default 80)")
+    p.add_argument("--max-drop", type=float, default=None, help="exit 1 when an artifact drops more points")
     p.set_defaults(func=cmd_quickstart)
 
     from edgeport.convert import TARGETS
@@ -150,7 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=None, help="input size (default: the training size)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--name", default=None, help="file stem of the artifact (default: the model's)")
-    p.add_argument("--data", type=Path, default=None, help="DATA.yaml: evaluate the artifact and print the report")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="tflite: float16 weights")
+    precision.add_argument("--dynamic", action="store_true", help="tflite: dynamic-range int8 (int8 weights)")
+    precision.add_argument("--int8", action="store_true", help="tflite: full-integer int8, calibrated on --data")
+    p.add_argument("--io", choices=("uint8", "int8", "float"), default="uint8",
+                   help="int8 input/output type (default uint8: camera frames go in without a float pass)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="DATA.yaml (calibration and accuracy report), or an image folder / video (calibration)")
+    p.add_argument("--calibration-images", type=int, default=300, help="representative images (default 300)")
+    p.add_argument("--calibration-dir", type=Path, default=None, help="cache folder for the calibration set")
+    p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default="minmax")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="exit 1 when a written artifact drops more points of mAP50-95 than this")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_convert)
 

@@ -93,8 +93,37 @@ def format_table(rows: Sequence[ReportRow]) -> str:
     return "\n".join(text)
 
 
-def write_report(rows: Sequence[ReportRow], out_dir: Path) -> Path:
-    """Write out_dir/report.json (a list of rows); return its path."""
+def write_report(rows: Sequence[ReportRow], out_dir: Path, merge: bool = True) -> Path:
+    """Write out_dir/report.json (a list of rows); rows already there for other artifacts are kept
+    when `merge`, a row for the same artifact is replaced. Return the path."""
     path = Path(out_dir) / "report.json"
-    path.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
+    kept: list[dict[str, Any]] = []
+    if merge and path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = []
+        fresh = {r.artifact for r in rows}
+        kept = [row for row in previous if isinstance(row, dict) and row.get("artifact") not in fresh
+                and Path(str(row.get("artifact"))).is_file()]
+    path.write_text(json.dumps(kept + [r.to_dict() for r in rows], indent=2))
     return path
+
+
+def over_budget(rows: Sequence[ReportRow], max_drop: float | None) -> list[ReportRow]:
+    """Rows whose mAP50-95 drop (points) exceeds max_drop."""
+    if max_drop is None:
+        return []
+    return [r for r in rows if r.drop_map50_95 is not None and r.drop_map50_95 > max_drop]
+
+
+def compare(artifacts: Sequence[Path], baseline: Path, data: str | Path, *, threads: int | None = None,
+            progress: bool = True) -> list[ReportRow]:
+    """Evaluate the float baseline, then each artifact; rows carry their drop against the baseline."""
+    base_row, base = report_row(baseline, data, None, threads=threads, progress=progress)
+    base_row.drop_map50_95 = 0.0
+    rows = [base_row]
+    for artifact in artifacts:
+        if Path(artifact) != Path(baseline):
+            rows.append(report_row(artifact, data, base.map50_95, threads=threads, progress=progress)[0])
+    return rows

@@ -90,3 +90,17 @@ def nhwc_tflite(tmp_path_factory, sample_model) -> Path:
         archive.writestr("metadata.json", json.dumps({"names": names, "imgsz": [320, 320], "task": "detect",
                                                       "stride": 32, "batch": 1}))
     return path
+
+
+@pytest.fixture(scope="session")
+def tflite_artifacts(tmp_path_factory, sample_model, sample_data) -> dict[str, Path]:
+    """The bundled model converted to every TFLite precision (int8: full integer, uint8 I/O)."""
+    from edgeport.convert import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("tflite")
+    artifacts = {}
+    for precision in ("fp32", "fp16", "dynamic", "int8"):
+        options = ConvertOptions(out_dir=out, precision=precision, data=sample_data, calibration_images=80,
+                                 calibration_dir=out / "calib")
+        artifacts[precision] = convert(sample_model, "tflite", options).path
+    return artifacts

@@ -68,7 +68,9 @@ def test_quickstart_converts_evaluates_and_prints_the_table(tmp_path):
     out = edgeport("quickstart", "--out", str(tmp_path / "qs"))
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "qs" / "report.json").read_text())
-    assert {row["target"] for row in rows} >= {"onnx"}
+    assert [(row["target"], row["precision"]) for row in rows] == [
+        ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"), ("tflite", "int8")]
+    assert rows[0]["drop_map50_95"] == 0.0 and all(row["drop_map50_95"] is not None for row in rows)
     for row in rows:
         for key in ("artifact", "target", "precision", "size_bytes", "map50_95", "map50", "drop_map50_95",
                     "latency_ms_p50", "measured_on"):
@@ -112,3 +114,25 @@ def test_calibrate_prints_coverage_and_reuses_its_cache(sample_data, tmp_path):
     assert "calibration set: 12/12" in first.stderr  # progress
     second = edgeport(*args)
     assert "(cached)" in second.stdout and (tmp_path / "calib" / "calibration.npz").is_file()
+
+
+def test_convert_int8_prints_the_drop_report_and_enforces_max_drop(sample_model, sample_data, tmp_path):
+    args = ("convert", str(sample_model), "--target", "tflite", "--int8", "--data", str(sample_data),
+            "--calibration-images", "40", "--out", str(tmp_path / "out"))
+    out = edgeport(*args, "--max-drop", "5")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [row["target"] for row in rows] == ["onnx", "tflite"]
+    int8 = rows[1]
+    assert int8["precision"] == "int8" and int8["io"].startswith("uint8 NHWC")
+    assert int8["drop_map50_95"] == round((rows[0]["map50_95"] - int8["map50_95"]) * 100, 3)
+    assert "full-integer: every op int8" in out.stderr and "images per class" in out.stderr
+    strict = edgeport(*args, "--max-drop", "-1")  # any artifact below the float baseline + 1 point fails
+    assert strict.returncode == 1
+    assert "more than --max-drop -1" in strict.stderr
+
+
+def test_convert_rejects_a_calibration_method_the_target_lacks(sample_model, sample_data, tmp_path):
+    out = edgeport("convert", str(sample_model), "--target", "tflite", "--int8", "--data", str(sample_data),
+                   "--calibration-method", "entropy", "--out", str(tmp_path))
+    assert out.returncode == 2 and "calibration method 'entropy' is not available" in out.stderr

@@ -70,6 +70,9 @@ def _signature_outputs(path: Path) -> list[TensorSpec]:
 
 def _quantize(float_path: Path, out: Path, precision: str, io: str, calibration) -> str:
     """Quantize a float .tflite with ai-edge-quantizer; return the calibration method used."""
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # its per-tensor bars would flood logs; we report steps
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     qt = quantizer.Quantizer(str(float_path))
@@ -87,10 +90,9 @@ def _quantize(float_path: Path, out: Path, precision: str, io: str, calibration)
     else:
         qt.load_quantization_recipe(recipe.static_wi8_ai8())
         if io == "float":
-            keep = qtyping.OpQuantizationConfig(compute_precision=qtyping.ComputePrecision.FLOAT)
             for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-                qt.update_quantization_recipe(regex=".*", operation_name=op, op_config=keep,
-                                              algorithm_key=qtyping.AlgorithmName.NO_QUANTIZE)
+                qt.update_quantization_recipe(regex=".*", operation_name=op,
+                                              algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
         elif io == "uint8":
             u8 = qtyping.OpQuantizationConfig(
                 activation_tensor_config=qtyping.TensorQuantizationConfig(
@@ -196,7 +198,10 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
                     "ops_left_in_float": left_in_float, "io": io if precision == "int8" else "float"})
     write_sidecar(out, record)
     if precision == "int8":
-        if left_in_float:
+        if io == "float":
+            say("tflite: int8 inside with float32 input and output (QUANTIZE/DEQUANTIZE at the boundary); not "
+                "full-integer, not Edge TPU ready")
+        elif left_in_float:
             say(f"tflite: {len(left_in_float)} ops left in float: {', '.join(left_in_float[:12])}")
         else:
             say(f"tflite: full-integer: every op int8, input {inp.dtype} (scale {inp.scale:.6f}, zero point "
