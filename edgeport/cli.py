@@ -22,9 +22,12 @@ def _say(line: str) -> None:
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default=None, help="force a backend (onnxruntime, litert); default: by file type")
+    parser.add_argument("--backend", default=None,
+                        help="force a backend (onnxruntime, litert, edgetpu); default: by file type")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the engine's)")
     parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
+    parser.add_argument("--device", default=None,
+                        help="Edge TPU device for *_edgetpu.tflite: usb, usb:N, pci or pci:N (default: the first)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images with more pixels (decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,})")
 
@@ -43,6 +46,15 @@ def _print_report(rows, out_dir: Path, max_drop: float | None) -> int:
         _say(f"edgeport: error: {Path(row.artifact).name} drops {row.drop_map50_95:.2f} points of mAP50-95, "
              f"more than --max-drop {max_drop}")
     return 1 if failing else 0
+
+
+def _open(args: argparse.Namespace, model: Path, **options):
+    """The Detector for detect/evaluate, with the runtime options shared by both."""
+    from edgeport.runtime import Detector
+
+    backend_options = {"device": args.device} if args.device else None
+    return Detector(model, backend=args.backend, threads=args.threads, max_pixels=args.max_pixels,
+                    backend_options=backend_options, **options)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -78,9 +90,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from edgeport.evaluate import evaluate
 
-    from edgeport.runtime import Detector
-
-    detector = Detector(args.artifact, backend=args.backend, threads=args.threads, max_pixels=args.max_pixels)
+    detector = _open(args, args.artifact)
     result = evaluate(detector, args.data, protocol=args.protocol, conf=args.conf, split=args.split, exif=args.exif)
     print(f"{Path(result.artifact).name} ({result.backend}, {result.protocol} protocol, {result.images} images)")
     print(f"  mAP50-95 {result.map50_95:.4f}   mAP50 {result.map50:.4f}   "
@@ -96,11 +106,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
-    from edgeport.runtime import Detector
     from edgeport.runtime.draw import draw
 
-    detector = Detector(args.model, backend=args.backend, threads=args.threads, conf=args.conf, iou=args.iou,
-                        max_det=args.max_det, exif=args.exif, max_pixels=args.max_pixels)
+    detector = _open(args, args.model, conf=args.conf, iou=args.iou, max_det=args.max_det, exif=args.exif)
     if args.save_dir:
         args.save_dir.mkdir(parents=True, exist_ok=True)
     failed = 0

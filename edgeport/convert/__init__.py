@@ -17,6 +17,7 @@ from edgeport.errors import ConversionError, ModelNotFoundError, UnsupportedMode
 TARGETS: dict[str, str] = {
     "onnx": "edgeport.convert.onnx_target:convert_onnx",
     "tflite": "edgeport.convert.tflite_target:convert_tflite",
+    "edgetpu": "edgeport.convert.edgetpu_target:convert_edgetpu",
 }
 
 

@@ -17,6 +17,7 @@ class OpInfo:
     name: str
     inputs: tuple[tuple[str, str], ...]
     outputs: tuple[tuple[str, str], ...]
+    output_shapes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def computes_in_float(self) -> bool:
@@ -51,7 +52,10 @@ def list_ops(path: str | Path) -> list[OpInfo]:
         if name == "CUSTOM":
             custom = code.customCode
             name = "CUSTOM:" + (custom.decode() if isinstance(custom, bytes) else str(custom))
-        ops.append(OpInfo(index, name, tuple(tensor(i) for i in op.inputs), tuple(tensor(i) for i in op.outputs)))
+        shapes = tuple(tuple(int(d) for d in (graph.tensors[i].shape if graph.tensors[i].shape is not None else ()))
+                       for i in op.outputs if i >= 0)
+        ops.append(OpInfo(index, name, tuple(tensor(i) for i in op.inputs), tuple(tensor(i) for i in op.outputs),
+                          shapes))
     return ops
 
 

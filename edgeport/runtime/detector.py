@@ -118,17 +118,19 @@ class Detector:
     model: path of an artifact (.onnx, .tflite, ...). backend: registry name to override the
     choice by file type. threads: interpreter threads (None: the engine's default).
     exif: apply EXIF orientation to encoded images. max_pixels: decompression-bomb limit.
+    backend_options: passed to the backend (e.g. {"device": "usb:0"} for the Edge TPU).
     Raises ModelNotFoundError, CorruptModelError, MetadataMissingError, ArtifactMismatchError,
     BackendError or MissingDependencyError.
     """
 
     def __init__(self, model: str | Path, *, backend: str | None = None, threads: int | None = None,
                  conf: float = 0.25, iou: float = 0.45, max_det: int = 300, multi_label: bool = False,
-                 agnostic: bool = False, exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 agnostic: bool = False, exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 backend_options: dict[str, Any] | None = None) -> None:
         self.path = Path(model)
         if not self.path.is_file():
             raise ModelNotFoundError(f"model not found: {self.path}")
-        self.backend: Backend = backend_for(self.path, backend)(self.path, threads=threads)
+        self.backend: Backend = backend_for(self.path, backend)(self.path, threads=threads, **(backend_options or {}))
         self.record = load_record(self.backend)
         self.nms = NmsOptions(conf=conf, iou=iou, max_det=max_det, multi_label=multi_label, agnostic=agnostic)
         self.exif = exif

@@ -12,6 +12,7 @@ from edgeport.runtime.backends.base import Backend
 REGISTRY: dict[str, str] = {
     "onnxruntime": "edgeport.runtime.backends.onnxruntime:OnnxRuntimeBackend",
     "litert": "edgeport.runtime.backends.litert:LiteRTBackend",
+    "edgetpu": "edgeport.runtime.backends.edgetpu:EdgeTpuBackend",
 }
 # file suffix -> backend names in order of preference
 BY_SUFFIX: dict[str, tuple[str, ...]] = {
@@ -32,6 +33,8 @@ def backend_for(path: Path, name: str | None = None) -> type[Backend]:
     """Return the backend class for an artifact: `name` if given, else the first for its file type."""
     if name:
         return backend_class(name)
+    if Path(path).name.lower().endswith("_edgetpu.tflite"):  # what edgetpu_compiler writes
+        return backend_class("edgetpu")
     names = BY_SUFFIX.get(Path(path).suffix.lower())
     if not names:
         raise BackendError(

@@ -1,0 +1,42 @@
+"""Edge TPU target: the full-integer int8 TFLite, its op-by-op Edge TPU analysis, and the
+compiled `*_edgetpu.tflite` when `edgetpu_compiler` is on PATH."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from edgeport.artifact import write_sidecar
+from edgeport.convert import Artifact, ConvertOptions
+from edgeport.devices.coral.compat import analyze
+from edgeport.devices.coral.compiler import compile_model
+from edgeport.errors import ConversionError
+
+
+def convert_edgetpu(source: Path, options: ConvertOptions) -> Artifact:
+    """Write the Edge TPU-ready int8 model, DIR/<name>_edgetpu_compat.json and, when the compiler is
+    installed, DIR/<name>_edgetpu.tflite (returned then; else the uncompiled int8 model)."""
+    from edgeport.convert.tflite_target import convert_tflite
+
+    if options.io == "float":
+        raise ConversionError("edgetpu: the Edge TPU needs integer input and output; use --io uint8 or int8")
+    say = options.progress or (lambda line: None)
+    int8 = convert_tflite(source, replace(options, precision="int8"))
+    report = analyze(int8.path)
+    say(report.summary())
+    compiled, log, message = compile_model(int8.path, options.out_dir)
+    say(message)
+    report.compiled, report.compiler_log = compiled is not None, log
+    report_path = options.out_dir / f"{int8.path.stem}_edgetpu_compat.json"
+    report_path.write_text(json.dumps(report.to_dict(), indent=2))
+    analysis = {"edgetpu_ops": report.edgetpu_ops, "cpu_ops": report.cpu_ops, "compiled": report.compiled,
+                "first_cpu_op": None if report.first_cpu_op is None else
+                f"{report.first_cpu_op.index}:{report.first_cpu_op.name} ({report.first_cpu_op.reason})"}
+    record = replace(int8.record, provenance={**int8.record.provenance, "edgetpu": analysis})
+    if compiled is None:
+        write_sidecar(int8.path, record)
+        return Artifact(int8.path, record, extra_files=(report_path,))
+    record = replace(record, target="edgetpu")
+    write_sidecar(compiled, record)
+    return Artifact(compiled, record, extra_files=(report_path, int8.path))
