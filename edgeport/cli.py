@@ -69,7 +69,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     options = ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset, name=args.name,
                              command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say, precision=precision,
                              io=args.io, data=args.data, calibration_images=args.calibration_images,
-                             calibration_dir=args.calibration_dir)
+                             calibration_dir=args.calibration_dir, max_drop=args.max_drop, fallback=args.fallback)
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
     if not _has_labels(args.data):
@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default="minmax")
     p.add_argument("--max-drop", type=float, default=None,
                    help="exit 1 when a written artifact drops more points of mAP50-95 than this")
+    p.add_argument("--fallback", action="store_true",
+                   help="int8: when --max-drop is missed, keep the most sensitive layers in int16 until it holds")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_convert)
 

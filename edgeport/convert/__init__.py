@@ -35,6 +35,8 @@ class ConvertOptions:
     data: Path | None = None  # calibration source: DATA.yaml, image folder or video
     calibration_images: int = 300
     calibration_dir: Path | None = None  # cache folder of the calibration set
+    max_drop: float | None = None  # points of mAP50-95 the artifact may lose against the float model
+    fallback: bool = False  # int8: keep the most sensitive layers in int16 until max_drop holds
     progress: Callable[[str], None] | None = None  # called with one line per step
 
 

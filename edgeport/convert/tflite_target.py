@@ -8,6 +8,8 @@ the DFL expectation, anchor decode and sigmoid in float (decode kind "dfl").
 
 from __future__ import annotations
 
+import os
+import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -68,49 +70,83 @@ def _signature_outputs(path: Path) -> list[TensorSpec]:
     return [tensor_spec(by_index[index]) for _, index in ordered]
 
 
-def _quantize(float_path: Path, out: Path, precision: str, io: str, calibration) -> str:
-    """Quantize a float .tflite with ai-edge-quantizer; return the calibration method used."""
-    import os
+def _int_config(bits: int, unsigned: bool = False):
+    from ai_edge_quantizer import qtyping
 
-    os.environ.setdefault("TQDM_DISABLE", "1")  # its per-tensor bars would flood logs; we report steps
+    return qtyping.OpQuantizationConfig(
+        activation_tensor_config=qtyping.TensorQuantizationConfig(
+            num_bits=bits, symmetric=not unsigned and bits == 16,
+            dtype=qtyping.TensorDataType.UINT if unsigned else qtyping.TensorDataType.INT),
+        weight_tensor_config=qtyping.TensorQuantizationConfig(
+            num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
+        compute_precision=qtyping.ComputePrecision.INTEGER, explicit_dequantize=False)
+
+
+def calibration_stats(float_path: Path, calibration) -> dict:
+    """Float activation ranges over the calibration set (the input pinned to exactly 0..1)."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    qt = quantizer.Quantizer(str(float_path))
+    qt.load_quantization_recipe(recipe.static_wi8_ai8())
+    samples = [{"args_0": batch} for batch in calibration.batches("NHWC", "float32")]
+    stats = qt.calibrate({"serving_default": samples})
+    for name in [n for n in stats if n.startswith("serving_default_args_0")]:
+        # pixels are exactly 0..1: a scale of 1/255 lets uint8 camera frames in untouched
+        stats[name] = {"min": np.array(0.0, np.float32), "max": np.array(1.0, np.float32)}
+    return stats
+
+
+def quantize_int8(float_path: Path, out: Path, io: str, stats: dict, int16_scopes: tuple[str, ...] = ()):
+    """Full-integer int8 from calibrated ranges; ops whose scope is in int16_scopes get int16
+    activations. Returns the ai-edge-quantizer Quantizer (for validation)."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     qt = quantizer.Quantizer(str(float_path))
-    method = "none"
+    qt.load_quantization_recipe(recipe.static_wi8_ai8())
+    boundary = (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT)
+    for op in boundary:
+        if io == "float":
+            qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+        elif io == "uint8":
+            qt.update_quantization_recipe(regex=".*", operation_name=op, op_config=_int_config(8, unsigned=True))
+    for scope in int16_scopes:
+        qt.update_quantization_recipe(regex=f"^{re.escape(scope)}$",
+                                      operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                      op_config=_int_config(16))
+    qt.quantize(calibration_result=stats).export_model(str(out), overwrite=True)
+    return qt
+
+
+def _quantize_float_ops(float_path: Path, out: Path, precision: str) -> None:
+    """fp16 weights (float casting) or dynamic-range int8 weights."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+
+    qt = quantizer.Quantizer(str(float_path))
     if precision == "fp16":
         fp16 = qtyping.OpQuantizationConfig(
             weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
             compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
         qt.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                       op_config=fp16, algorithm_key="float_casting")
-        result = qt.quantize()
-    elif precision == "dynamic":
-        qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-        result = qt.quantize()
     else:
-        qt.load_quantization_recipe(recipe.static_wi8_ai8())
-        if io == "float":
-            for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-                qt.update_quantization_recipe(regex=".*", operation_name=op,
-                                              algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
-        elif io == "uint8":
-            u8 = qtyping.OpQuantizationConfig(
-                activation_tensor_config=qtyping.TensorQuantizationConfig(
-                    num_bits=8, symmetric=False, dtype=qtyping.TensorDataType.UINT),
-                weight_tensor_config=qtyping.TensorQuantizationConfig(
-                    num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
-                compute_precision=qtyping.ComputePrecision.INTEGER, explicit_dequantize=False)
-            for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-                qt.update_quantization_recipe(regex=".*", operation_name=op, op_config=u8)
-        samples = [{"args_0": batch} for batch in calibration.batches("NHWC", "float32")]
-        stats = qt.calibrate({"serving_default": samples})
-        for name in [n for n in stats if n.startswith("serving_default_args_0")]:
-            # pixels are exactly 0..1: a scale of 1/255 lets uint8 camera frames in untouched
-            stats[name] = {"min": np.array(0.0, np.float32), "max": np.array(1.0, np.float32)}
-        result = qt.quantize(calibration_result=stats)
-        method = "minmax (moving average, ai-edge-quantizer)"
-    result.export_model(str(out), overwrite=True)
-    return method
+        qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    qt.quantize().export_model(str(out), overwrite=True)
+
+
+def build_record(path: Path, names: tuple[str, ...], size: int, strides: list[int], reg_max: int, precision: str,
+                 prov: dict) -> ArtifactRecord:
+    """The record of a raw-head .tflite, read from the file itself (tensor names, dtypes, quantization)."""
+    from edgeport.runtime.backends.litert import LiteRTBackend
+
+    outputs = _signature_outputs(path)
+    levels = tuple({"box": outputs[2 * i].name, "cls": outputs[2 * i + 1].name, "stride": stride,
+                    "grid": [size // stride, size // stride]} for i, stride in enumerate(strides))
+    return ArtifactRecord(
+        names=names, imgsz=(size, size), layout="NHWC", inputs=(LiteRTBackend(path).inputs[0],),
+        outputs=tuple(outputs), preprocess=Preprocess(),
+        decode=Decode(kind="dfl", boxes="", scores="", box_format="ltrb", normalized=False, levels=levels,
+                      reg_max=reg_max),
+        target="tflite", precision=precision, provenance=prov)
 
 
 def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
@@ -141,12 +177,9 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
         raise UnsupportedModelError(f"{source}: task {yolo.task!r} is not supported; only detection models")
     size = options.imgsz or int(yolo.model.args.get("imgsz", 640))
     names = tuple(str(yolo.names[i]) for i in sorted(yolo.names))
-    net = yolo.model.float().eval()
-    for module in net.modules():  # fuse conv+bn as Ultralytics' export does
-        if hasattr(module, "fuse") and callable(module.fuse) and module is net:
-            net = module.fuse(verbose=False)
-            break
+    net = yolo.model.float().eval().fuse(verbose=False)  # conv+bn fused, as Ultralytics' export does
     module, head = _raw_head_module(net)
+    strides = [int(v) for v in head.stride.tolist()]
     calibration = None
     if precision == "int8":
         from edgeport.calibration import build_calibration_set, describe_coverage
@@ -158,6 +191,11 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     suffix = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic_int8",
               "int8": "full_integer_int8" if io != "float" else "int8_float_io"}[precision]
     out = options.out_dir / f"{stem}_{suffix}.tflite"
+    prov = {**provenance(source, options.command, calibration.sha256 if calibration else None),
+            "calibration_method": "minmax (moving average, ai-edge-quantizer)" if calibration else "none",
+            "calibration_images": len(calibration) if calibration else 0,
+            "io": io if precision == "int8" else "float"}
+    os.environ.setdefault("TQDM_DISABLE", "1")  # ai-edge-quantizer's per-tensor bars would flood logs
     with tempfile.TemporaryDirectory(prefix="edgeport-tflite-") as tmp:
         float_path = Path(tmp) / "float.tflite"
         say(f"tflite: converting {source.name} with litert-torch (NHWC {size}x{size}, raw DFL head)")
@@ -166,45 +204,45 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
                 litert_torch.convert(module, (torch.zeros(1, size, size, 3),)).export(str(float_path))
         except Exception as exc:
             raise ConversionError(f"tflite: litert-torch conversion failed: {str(exc).splitlines()[0]}") from exc
-        method = "none"
-        if precision == "fp32":
-            out.write_bytes(float_path.read_bytes())
-        else:
-            say(f"tflite: quantizing ({precision}{', I/O ' + io if precision == 'int8' else ''}) with ai-edge-quantizer")
-            try:
-                method = _quantize(float_path, out, precision, io, calibration)
-            except Exception as exc:
-                raise ConversionError(f"tflite: quantization failed: {str(exc).splitlines()[0]}") from exc
-    from edgeport.runtime.backends.litert import LiteRTBackend
+        try:
+            if precision == "fp32":
+                out.write_bytes(float_path.read_bytes())
+            elif precision in ("fp16", "dynamic"):
+                say(f"tflite: quantizing ({precision}) with ai-edge-quantizer")
+                _quantize_float_ops(float_path, out, precision)
+            else:
+                say(f"tflite: quantizing (int8, I/O {io}) with ai-edge-quantizer")
+                stats = calibration_stats(float_path, calibration)
+                qt = quantize_int8(float_path, out, io, stats)
+                if options.fallback and options.max_drop is not None:
+                    from edgeport.convert.fallback import accuracy_fallback
 
-    backend = LiteRTBackend(out)
-    outputs = _signature_outputs(out)
-    strides = [int(s) for s in head.stride.tolist()]
-    levels = []
-    for level, stride in enumerate(strides):
-        box, cls = outputs[2 * level], outputs[2 * level + 1]
-        levels.append({"box": box.name, "cls": cls.name, "stride": stride, "grid": [size // stride, size // stride]})
+                    def record_for(path: Path, label: str) -> ArtifactRecord:
+                        return build_record(path, names, size, strides, int(head.reg_max), label, prov)
+
+                    prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt, calibration, options,
+                                                         record_for, say)
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise ConversionError(f"tflite: quantization failed: {str(exc).splitlines()[0]}") from exc
     from edgeport.convert.tflite_ops import float_ops
 
-    left_in_float = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []
-    inp = backend.inputs[0]
-    record = ArtifactRecord(
-        names=names, imgsz=(size, size), layout="NHWC", inputs=(inp,), outputs=tuple(outputs),
-        preprocess=Preprocess(), decode=Decode(kind="dfl", boxes="", scores="", box_format="ltrb",
-                                               normalized=False, levels=tuple(levels), reg_max=int(head.reg_max)),
-        target="tflite", precision=precision,
-        provenance={**provenance(source, options.command, calibration.sha256 if calibration else None),
-                    "calibration_method": method, "calibration_images": len(calibration) if calibration else 0,
-                    "ops_left_in_float": left_in_float, "io": io if precision == "int8" else "float"})
+    prov["ops_left_in_float"] = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []
+    record = build_record(out, names, size, strides, int(head.reg_max), precision, prov)
     write_sidecar(out, record)
+    inp = record.inputs[0]
     if precision == "int8":
         if io == "float":
             say("tflite: int8 inside with float32 input and output (QUANTIZE/DEQUANTIZE at the boundary); not "
                 "full-integer, not Edge TPU ready")
-        elif left_in_float:
-            say(f"tflite: {len(left_in_float)} ops left in float: {', '.join(left_in_float[:12])}")
+        elif prov["ops_left_in_float"]:
+            say(f"tflite: {len(prov['ops_left_in_float'])} ops left in float: {', '.join(prov['ops_left_in_float'][:12])}")
+        elif prov.get("fallback", {}).get("int16_layers"):
+            say(f"tflite: integer, but {len(prov['fallback']['int16_layers'])} layers keep int16 activations: "
+                "not fully Edge TPU mapped")
         else:
             say(f"tflite: full-integer: every op int8, input {inp.dtype} (scale {inp.scale:.6f}, zero point "
                 f"{inp.zero_point})")
     say(f"tflite: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
-    return Artifact(path=out, record=replace(record))
+    return Artifact(path=out, record=record)

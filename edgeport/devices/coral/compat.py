@@ -60,9 +60,11 @@ def op_problem(op: OpInfo) -> str:
     """Why an op cannot run on the Edge TPU, or '' when it can."""
     if op.name not in EDGETPU_OPS:
         return "not supported by the Edge TPU"
-    float_tensors = [name for name, dtype in op.inputs + op.outputs if dtype not in INTEGER_TYPES]
-    if float_tensors:
-        return f"non-integer tensor {float_tensors[0]!r}"
+    other = [(name, dtype) for name, dtype in op.inputs + op.outputs if dtype not in INTEGER_TYPES]
+    if other:
+        name, dtype = other[0]
+        kind = "int16 tensor (the Edge TPU runs 8-bit only)" if dtype == "INT16" else f"non-integer tensor ({dtype})"
+        return f"{kind} {name!r}"
     for shape in op.output_shapes:
         if len(shape) > 4:
             return f"{len(shape)}-D tensor (at most 4-D)"
