@@ -61,15 +61,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from edgeport.convert import ConvertOptions, convert
 
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "dynamic" if args.dynamic else "fp32"
-    if args.calibration_method != "minmax":
-        from edgeport.errors import ConversionError
-
-        raise ConversionError(f"calibration method {args.calibration_method!r} is not available for the "
-                              f"{args.target} target; it calibrates with: minmax")
     options = ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset, name=args.name,
                              command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say, precision=precision,
                              io=args.io, data=args.data, calibration_images=args.calibration_images,
-                             calibration_dir=args.calibration_dir, max_drop=args.max_drop, fallback=args.fallback)
+                             calibration_dir=args.calibration_dir, calibration_method=args.calibration_method,
+                             max_drop=args.max_drop, fallback=args.fallback)
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
     if not _has_labels(args.data):

@@ -34,6 +34,7 @@ class ConvertOptions:
     io: str = "uint8"  # tflite int8: input/output type, uint8, int8 or float
     data: Path | None = None  # calibration source: DATA.yaml, image folder or video
     calibration_images: int = 300
+    calibration_method: str = "minmax"  # minmax or percentile (tflite)
     calibration_dir: Path | None = None  # cache folder of the calibration set
     max_drop: float | None = None  # points of mAP50-95 the artifact may lose against the float model
     fallback: bool = False  # int8: keep the most sensitive layers in int16 until max_drop holds

@@ -22,6 +22,7 @@ from edgeport.convert.provenance import provenance
 from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+PERCENTILE_TEXT = "99.99th, mean over calibration images"
 IO_TYPES = ("uint8", "int8", "float")
 
 
@@ -158,6 +159,11 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
         raise ConversionError(f"tflite: unknown --io {io!r}; choose one of {', '.join(IO_TYPES)}")
     if source.suffix.lower() != ".pt":
         raise UnsupportedModelError(f"{source}: the tflite target converts from the Ultralytics .pt (PyTorch) model")
+    from edgeport.convert.tflite_ranges import METHODS
+
+    if options.calibration_method not in METHODS:
+        raise ConversionError(f"tflite: calibration method {options.calibration_method!r} is not available; "
+                              f"this target calibrates with: {', '.join(METHODS)}")
     if precision == "int8" and options.data is None:
         raise ConversionError("tflite: --int8 needs representative images: pass --data DATA.yaml, an image folder "
                               "or a video")
@@ -192,7 +198,8 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
               "int8": "full_integer_int8" if io != "float" else "int8_float_io"}[precision]
     out = options.out_dir / f"{stem}_{suffix}.tflite"
     prov = {**provenance(source, options.command, calibration.sha256 if calibration else None),
-            "calibration_method": "minmax (moving average, ai-edge-quantizer)" if calibration else "none",
+            "calibration_method": (f"percentile ({PERCENTILE_TEXT})" if options.calibration_method == "percentile"
+                                   else "minmax (moving average, ai-edge-quantizer)") if calibration else "none",
             "calibration_images": len(calibration) if calibration else 0,
             "io": io if precision == "int8" else "float"}
     os.environ.setdefault("TQDM_DISABLE", "1")  # ai-edge-quantizer's per-tensor bars would flood logs
@@ -212,7 +219,10 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
                 _quantize_float_ops(float_path, out, precision)
             else:
                 say(f"tflite: quantizing (int8, I/O {io}) with ai-edge-quantizer")
-                stats = calibration_stats(float_path, calibration)
+                from edgeport.convert.tflite_ranges import apply_method
+
+                stats = apply_method(calibration_stats(float_path, calibration), float_path, calibration,
+                                     options.calibration_method)
                 qt = quantize_int8(float_path, out, io, stats)
                 if options.fallback and options.max_drop is not None:
                     from edgeport.convert.fallback import accuracy_fallback

@@ -89,3 +89,18 @@ def test_tflite_conversion_errors(sample_model, ultralytics_onnx, tmp_path):
         convert(sample_model, "tflite", ConvertOptions(out_dir=tmp_path, precision="int4"))
     with pytest.raises(UnsupportedModelError, match="converts from the Ultralytics .pt"):
         convert(ultralytics_onnx, "tflite", ConvertOptions(out_dir=tmp_path))
+
+
+def test_percentile_calibration_is_used_and_recorded(sample_model, sample_data, tmp_path, tflite_artifacts,
+                                                     val_images):
+    options = ConvertOptions(out_dir=tmp_path, precision="int8", data=sample_data, calibration_images=40,
+                             calibration_method="percentile")
+    artifact = convert(sample_model, "tflite", options)
+    assert artifact.record.provenance["calibration_method"].startswith("percentile")
+    minmax = Detector(tflite_artifacts["int8"]).backend.outputs
+    clipped = Detector(artifact.path).backend.outputs
+    assert any(a.scale != b.scale for a, b in zip(minmax, clipped))  # other ranges, really applied
+    assert len(Detector(artifact.path).detect(val_images[0])) > 0
+    with pytest.raises(ConversionError, match="'entropy' is not available"):
+        convert(sample_model, "tflite", ConvertOptions(out_dir=tmp_path, precision="int8", data=sample_data,
+                                                       calibration_method="entropy"))
