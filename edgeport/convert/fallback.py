@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 from edgeport.artifact import ArtifactRecord, write_sidecar
-from edgeport.errors import ConversionError
 
 STEPS = (2, 4, 8, 16, 32, 64)
 
@@ -52,13 +51,11 @@ def accuracy_fallback(float_path: Path, out: Path, io: str, stats: dict, quantiz
     """Re-quantize `out` with int16 layers until its mAP50-95 drop <= options.max_drop.
 
     Returns what was done: the drop before and after, the int16 layers, whether the budget holds.
-    Raises ConversionError when there is no labelled DATA.yaml to measure the drop on.
+    `options.data` is a labelled DATA.yaml (convert_tflite checks it before any work).
     """
     from edgeport.evaluate import evaluate
 
     data = options.data
-    if data is None or Path(data).suffix.lower() not in (".yaml", ".yml"):
-        raise ConversionError("tflite: --fallback measures accuracy and needs a labelled DATA.yaml as --data")
     budget = float(options.max_drop)
 
     def map50_95(path: Path, precision: str) -> float:

@@ -164,6 +164,9 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     if options.calibration_method not in METHODS:
         raise ConversionError(f"tflite: calibration method {options.calibration_method!r} is not available; "
                               f"this target calibrates with: {', '.join(METHODS)}")
+    if options.fallback and options.max_drop is not None and (
+            options.data is None or Path(options.data).suffix.lower() not in (".yaml", ".yml")):
+        raise ConversionError("tflite: --fallback measures accuracy and needs a labelled DATA.yaml as --data")
     if precision == "int8" and options.data is None:
         raise ConversionError("tflite: --int8 needs representative images: pass --data DATA.yaml, an image folder "
                               "or a video")
