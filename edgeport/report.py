@@ -33,6 +33,7 @@ class ReportRow:
     latency_ms_p99: float
     images_per_second: float
     measured_on: str
+    calibration: str = "none"  # method and image count of an integer model's calibration
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +53,12 @@ def measure_latency(detector: Detector, image_rgb: np.ndarray, runs: int = 30, w
         if i >= warmup:
             timings.append((time.perf_counter() - start) * 1000)
     return float(np.percentile(timings, 50)), float(np.percentile(timings, 99))
+
+
+def calibration_text(provenance: dict) -> str:
+    """e.g. 'minmax (moving average, ai-edge-quantizer), 80 images' or 'none'."""
+    method = provenance.get("calibration_method", "none")
+    return "none" if method == "none" else f"{method}, {provenance.get('calibration_images', '?')} images"
 
 
 def io_types(detector: Detector) -> str:
@@ -75,7 +82,8 @@ def report_row(artifact: str | Path, data: str | Path, baseline: float | None, *
                     map50_95=round(result.map50_95, 4), map50=round(result.map50, 4), drop_map50_95=drop,
                     latency_ms_p50=round(p50, 2), latency_ms_p99=round(p99, 2),
                     images_per_second=round(result.images_per_second, 1),
-                    measured_on=f"{host_description()}, {detector.backend_name}")
+                    measured_on=f"{host_description()}, {detector.backend_name}",
+                    calibration=calibration_text(detector.record.provenance))
     return row, result
 
 

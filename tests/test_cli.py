@@ -125,6 +125,8 @@ def test_convert_int8_prints_the_drop_report_and_enforces_max_drop(sample_model,
     assert [row["target"] for row in rows] == ["onnx", "tflite"]
     int8 = rows[1]
     assert int8["precision"] == "int8" and int8["io"].startswith("uint8 NHWC")
+    assert int8["calibration"] == "minmax (moving average, ai-edge-quantizer), 40 images"
+    assert rows[0]["calibration"] == "none"
     assert abs(int8["drop_map50_95"] - (rows[0]["map50_95"] - int8["map50_95"]) * 100) < 0.011
     assert "full-integer: every op int8" in out.stderr and "images per class" in out.stderr
     strict = edgeport(*args, "--max-drop", "-1")  # any artifact below the float baseline + 1 point fails
