@@ -51,6 +51,7 @@ class Preprocess:
     scale: float = 1 / 255
     pad_value: int = 114
     letterbox: str = "center"
+    interpolation: str = "area"  # "area" (area when shrinking) or "linear" (bilinear, as Ultralytics)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ PROTOCOLS: dict[str, NmsOptions] = {
     "coco": NmsOptions(conf=0.001, iou=0.7, max_det=100, multi_label=False),
     "ultralytics": NmsOptions(conf=0.001, iou=0.7, max_det=300, multi_label=True),
 }
+# The resize each protocol uses: None keeps the artifact's own; `yolo val` resizes bilinearly.
+INTERPOLATION: dict[str, str | None] = {"coco": None, "ultralytics": "linear"}
 
 
 @dataclass
@@ -51,7 +53,8 @@ class EvalResult:
 
 
 def collect(detector: Detector, dataset: Dataset, nms: NmsOptions, progress: bool = True,
-            description: str = "evaluate", exif: bool | None = None) -> tuple[list[ImageEval], float]:
+            description: str = "evaluate", exif: bool | None = None,
+            interpolation: str | None = None) -> tuple[list[ImageEval], float]:
     """Run the detector on every image of the split; return per-image evals and images per second."""
     images: list[ImageEval] = []
     seconds = 0.0
@@ -59,7 +62,7 @@ def collect(detector: Detector, dataset: Dataset, nms: NmsOptions, progress: boo
         labels = dataset.labels(path)
         start = time.perf_counter()
         rgb = detector.load(path, exif=exif)
-        detections = detector.detect_rgb([rgb], nms)[0]
+        detections = detector.detect_rgb([rgb], nms, interpolation)[0]
         seconds += time.perf_counter() - start
         height, width = rgb.shape[:2]
         cx, cy, w, h = (labels[:, 1] * width, labels[:, 2] * height, labels[:, 3] * width, labels[:, 4] * height)
@@ -86,7 +89,8 @@ def evaluate(model: str | Path | Detector, data: str | Path, *, protocol: str = 
 
         raise DatasetError(f"{dataset.yaml_path} has {len(dataset.names)} classes, the model "
                            f"{len(detector.names)} ({', '.join(detector.names)})")
-    images, rate = collect(detector, dataset, PROTOCOLS[protocol], progress, f"evaluate {detector.path.name}", exif)
+    images, rate = collect(detector, dataset, PROTOCOLS[protocol], progress, f"evaluate {detector.path.name}", exif,
+                           INTERPOLATION[protocol])
     ap = coco_ap(images, len(dataset.names)) if protocol == "coco" else ultralytics_ap(images, len(dataset.names))
     valid = ~np.isnan(ap[:, 0])
     precision, recall = precision_recall_at(images, conf)

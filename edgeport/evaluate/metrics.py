@@ -140,8 +140,9 @@ def ultralytics_ap(images: list[ImageEval], num_classes: int) -> np.ndarray:
         recall = tpc / (n_labels + 1e-16)
         precision = tpc / (tpc + fpc)
         for t in range(len(IOU_THRESHOLDS)):
-            mrec = np.concatenate(([0.0], recall[:, t], [1.0]))
-            mpre = np.concatenate(([1.0], precision[:, t], [0.0]))
+            # as Ultralytics 8.4: the envelope falls to 0 right after the last recall reached
+            mrec = np.concatenate(([0.0], recall[:, t], [recall[-1, t]], [1.0]))
+            mpre = np.concatenate(([1.0], precision[:, t], [0.0], [0.0]))
             mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))
             ap[c, t] = np.trapezoid(np.interp(RECALL_POINTS, mrec, mpre), RECALL_POINTS)
     return ap

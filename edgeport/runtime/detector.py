@@ -86,7 +86,8 @@ def record_from_ultralytics(meta: dict[str, str], backend: Backend) -> ArtifactR
     normalized = backend.path.suffix.lower() == ".tflite"
     return ArtifactRecord(
         names=names, imgsz=imgsz, layout=layout, inputs=tuple(backend.inputs), outputs=(out,),
-        preprocess=Preprocess(), decode=Decode(kind="ultralytics", boxes=out.name, scores=out.name,
+        preprocess=Preprocess(interpolation="linear"),  # run Ultralytics' exports as Ultralytics runs them
+        decode=Decode(kind="ultralytics", boxes=out.name, scores=out.name,
                                                box_format="xywh", normalized=normalized),
         target=backend.path.suffix.lstrip(".").lower(),
         precision="int8" if inp.quantized or out.quantized else ("fp16" if inp.dtype == "float16" else "fp32"),
@@ -157,10 +158,15 @@ class Detector:
         """
         return load_image(image, color=color, exif=self.exif if exif is None else exif, max_pixels=self.max_pixels)
 
-    def preprocess(self, images_rgb: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
-        """Letterbox each RGB image to the model size; return (input tensor, placements)."""
+    def preprocess(self, images_rgb: Sequence[np.ndarray],
+                   interpolation: str | None = None) -> tuple[np.ndarray, list[Letterbox]]:
+        """Letterbox each RGB image to the model size; return (input tensor, placements).
+
+        `interpolation` overrides the record's ("area" or "linear") for this call.
+        """
         pad = self.record.preprocess.pad_value
-        placed = [letterbox(image, self.record.imgsz, pad) for image in images_rgb]
+        how = interpolation or self.record.preprocess.interpolation
+        placed = [letterbox(image, self.record.imgsz, pad, how) for image in images_rgb]
         canvases = np.stack([canvas for canvas, _ in placed])
         tensor = to_input_tensor(canvases, self._input, self.record.layout, self.record.preprocess.scale)
         return tensor, [info for _, info in placed]
@@ -187,11 +193,12 @@ class Detector:
             results.append(Detections(info.to_original(xyxy), score, class_id, self.names, info.source_hw))
         return results
 
-    def detect_rgb(self, images_rgb: Sequence[np.ndarray], nms: NmsOptions | None = None) -> list[Detections]:
+    def detect_rgb(self, images_rgb: Sequence[np.ndarray], nms: NmsOptions | None = None,
+                   interpolation: str | None = None) -> list[Detections]:
         """Detect on decoded RGB uint8 images (H, W, 3), as `load` returns them."""
         if not images_rgb:
             return []
-        tensor, placements = self.preprocess(images_rgb)
+        tensor, placements = self.preprocess(images_rgb, interpolation)
         return self.postprocess(self.infer(tensor), placements, nms)
 
     def detect_batch(self, images: Iterable[ImageSource], color: ColorOrder = "BGR",

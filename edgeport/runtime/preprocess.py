@@ -34,19 +34,24 @@ class Letterbox:
         return out
 
 
-def letterbox(rgb: np.ndarray, size_hw: tuple[int, int], pad_value: int = 114) -> tuple[np.ndarray, Letterbox]:
+INTERPOLATIONS = ("area", "linear")
+
+
+def letterbox(rgb: np.ndarray, size_hw: tuple[int, int], pad_value: int = 114,
+              interpolation: str = "area") -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio and pad to `size_hw`, centred; never stretch.
 
-    Returns (canvas (H, W, 3) uint8, Letterbox). Shrinking uses area interpolation, enlarging
-    bilinear, as Ultralytics' validation loader does.
+    Returns (canvas (H, W, 3) uint8, Letterbox). interpolation "area": area averaging when
+    shrinking (no aliasing), bilinear when enlarging; "linear": bilinear always, as Ultralytics'
+    loaders and predictor do.
     """
     height, width = rgb.shape[:2]
     target_h, target_w = size_hw
     ratio = min(target_h / height, target_w / width)
     new_w, new_h = max(1, min(target_w, round(width * ratio))), max(1, min(target_h, round(height * ratio)))
     if (new_w, new_h) != (width, height):
-        interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
-        rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+        flag = cv2.INTER_AREA if ratio < 1 and interpolation == "area" else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (new_w, new_h), interpolation=flag)
     pad_w, pad_h = (target_w - new_w) / 2, (target_h - new_h) / 2
     top, left = round(pad_h - 0.1), round(pad_w - 0.1)
     bottom, right = target_h - new_h - top, target_w - new_w - left
