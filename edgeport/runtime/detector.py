@@ -184,7 +184,8 @@ class Detector:
                     nms: NmsOptions | None = None) -> list[Detections]:
         """Decode boxes, run NMS and map back to each original image."""
         nms = nms or self.nms
-        boxes, scores = decode_outputs(outputs, self.record.decode, len(self.names), self.record.imgsz)
+        boxes, scores = decode_outputs(outputs, self.record.decode, len(self.names), self.record.imgsz,
+                                       min_score=nms.conf)
         results = []
         for i, info in enumerate(placements):
             xyxy, score, class_id = select_and_nms(boxes[i], scores[i], conf=nms.conf, iou=nms.iou,

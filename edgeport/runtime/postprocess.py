@@ -35,9 +35,12 @@ def _anchor_centres(grid_h: int, grid_w: int, stride: int) -> np.ndarray:
     return np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], axis=1)
 
 
-def decode_dfl(outputs: dict[str, np.ndarray], decode: Decode) -> tuple[np.ndarray, np.ndarray]:
+def decode_dfl(outputs: dict[str, np.ndarray], decode: Decode,
+               min_score: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode raw per-level head outputs: DFL expectation, anchor offsets and sigmoid, in float.
 
+    With `min_score`, only anchors whose best class score exceeds it get a box (the others stay
+    zeros and are dropped by the confidence filter anyway): the softmax is the costly part.
     Returns (boxes (B, N, 4) xyxy in input pixels, scores (B, N, nc)).
     """
     bins = np.arange(decode.reg_max, dtype=np.float32)
@@ -45,20 +48,32 @@ def decode_dfl(outputs: dict[str, np.ndarray], decode: Decode) -> tuple[np.ndarr
     for level in decode.levels:
         logits, cls = outputs[level["box"]], outputs[level["cls"]]
         batch, count = logits.shape[:2]
-        logits = logits.reshape(batch, count, 4, decode.reg_max)
-        weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        distance = (weights @ bins) / weights.sum(axis=-1) * np.float32(level["stride"])  # (B, hw, 4) ltrb
+        score = 1.0 / (1.0 + np.exp(-cls))
         centres = _anchor_centres(int(level["grid"][0]), int(level["grid"][1]), int(level["stride"]))
-        boxes.append(np.concatenate([centres - distance[..., :2], centres + distance[..., 2:]], axis=-1))
-        scores.append(1.0 / (1.0 + np.exp(-cls)))
-    return np.concatenate(boxes, axis=1).astype(np.float32), np.concatenate(scores, axis=1).astype(np.float32)
+        level_boxes = np.zeros((batch, count, 4), np.float32)
+        if min_score is None:
+            batch_index, anchor = np.divmod(np.arange(batch * count), count)
+        else:
+            batch_index, anchor = np.nonzero(score.max(axis=-1) > min_score)
+        if len(anchor):
+            chosen = logits[batch_index, anchor].reshape(-1, 4, decode.reg_max)
+            weights = np.exp(chosen - chosen.max(axis=-1, keepdims=True))
+            distance = (weights @ bins) / weights.sum(axis=-1) * np.float32(level["stride"])  # ltrb
+            centre = centres[anchor]
+            level_boxes[batch_index, anchor] = np.concatenate([centre - distance[:, :2], centre + distance[:, 2:]], 1)
+        boxes.append(level_boxes)
+        scores.append(score)
+    return np.concatenate(boxes, axis=1), np.concatenate(scores, axis=1).astype(np.float32)
 
 
-def decode_outputs(outputs: dict[str, np.ndarray], decode: Decode, nc: int,
-                   size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Return (boxes (B, N, 4) xyxy in model-input pixels, scores (B, N, nc)) from float outputs."""
+def decode_outputs(outputs: dict[str, np.ndarray], decode: Decode, nc: int, size_hw: tuple[int, int],
+                   min_score: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (boxes (B, N, 4) xyxy in model-input pixels, scores (B, N, nc)) from float outputs.
+
+    `min_score` lets a decoder skip boxes no detection above that score can use.
+    """
     if decode.kind == "dfl":
-        return decode_dfl(outputs, decode)
+        return decode_dfl(outputs, decode, min_score)
     if decode.kind == "split":
         boxes, scores = outputs[decode.boxes], outputs[decode.scores]
     elif decode.kind == "ultralytics":

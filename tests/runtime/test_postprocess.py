@@ -309,3 +309,25 @@ def test_decode_ultralytics_feeds_select_and_nms():
 def test_decode_unknown_kind_raises_value_error():
     with pytest.raises(ValueError, match="decode kind"):
         decode_outputs({"boxes": np.zeros((1, 1, 4))}, Decode(kind="yolov5"), nc=1, size_hw=(320, 320))
+
+
+def test_dfl_decode_skips_only_boxes_below_the_score_floor():
+    from edgeport.runtime.postprocess import decode_dfl
+
+    rng = np.random.default_rng(3)
+    decode = Decode(kind="dfl", levels=({"box": "b8", "cls": "c8", "stride": 8, "grid": [4, 4]},
+                                        {"box": "b16", "cls": "c16", "stride": 16, "grid": [2, 2]}), reg_max=16)
+    outputs = {"b8": rng.normal(size=(2, 16, 64)).astype(np.float32), "c8": rng.normal(size=(2, 16, 3)) * 3,
+               "b16": rng.normal(size=(2, 4, 64)).astype(np.float32), "c16": rng.normal(size=(2, 4, 3)) * 3}
+    full_boxes, full_scores = decode_dfl(outputs, decode)
+    boxes, scores = decode_dfl(outputs, decode, min_score=0.6)
+    np.testing.assert_allclose(scores, full_scores)
+    keep = full_scores.max(axis=-1) > 0.6
+    assert keep.any() and (~keep).any()
+    np.testing.assert_allclose(boxes[keep], full_boxes[keep], rtol=1e-5, atol=1e-4)
+    assert (boxes[~keep] == 0).all()
+    # anchor (row 1, col 2) of the stride-8 grid has its centre at (20, 12); a flat distribution puts
+    # every side at the mean bin 7.5, i.e. 60 px
+    flat = {k: np.zeros_like(v, dtype=np.float32) for k, v in outputs.items()}
+    centre_boxes, _ = decode_dfl(flat, decode)
+    np.testing.assert_allclose(centre_boxes[0, 6], [20 - 60, 12 - 60, 20 + 60, 12 + 60], atol=1e-4)
