@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ class LiteRTBackend(Backend):
         super().__init__(path, threads)
         interpreter, _, self.provider = interpreter_class()
         try:
-            self._interpreter = interpreter(model_path=str(path), num_threads=threads or None,
+            # like onnxruntime, use every core unless told otherwise (LiteRT's own default is one thread)
+            self._interpreter = interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1,
                                             experimental_delegates=delegates or None)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
