@@ -44,7 +44,8 @@ def test_onnx_record_embedded_with_provenance(onnx_artifact, sample_model):
     record = json.loads(meta[METADATA_KEY])
     assert record["names"] == ["circle", "square", "triangle"]
     assert record["imgsz"] == [320, 320] and record["layout"] == "NCHW"
-    assert record["preprocess"] == {"color": "RGB", "scale": 1 / 255, "pad_value": 114, "letterbox": "center"}
+    assert record["preprocess"] == {"color": "RGB", "scale": 1 / 255, "pad_value": 114, "letterbox": "center",
+                                    "interpolation": "area"}
     assert record["decode"]["kind"] == "split" and record["decode"]["normalized"] is True
     assert record["provenance"]["source_sha256"] == sha256_file(sample_model)
     assert "ultralytics" in record["provenance"]["tools"] and record["provenance"]["command"]
