@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeport.artifact import ArtifactRecord, write_sidecar
+from edgeport.convert.tflite_target import quantize_int8
 
 STEPS = (2, 4, 8, 16, 32, 64)
 
@@ -100,5 +101,3 @@ def short_name(scope: str) -> str:
     parts = [p.rsplit(".", 1)[-1] for p in tail.split("/")]
     return "/".join(parts[-3:])
 
-
-from edgeport.convert.tflite_target import quantize_int8  # noqa: E402  (the two modules work as one)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

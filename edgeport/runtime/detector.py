@@ -19,7 +19,6 @@ from edgeport.artifact import (
     ArtifactRecord,
     Decode,
     Preprocess,
-    TensorSpec,
     check_io,
     read_sidecar,
     require,
