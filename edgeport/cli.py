@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 input/output type (default uint8: camera frames go in without a float pass)")
     p.add_argument("--data", type=Path, default=None,
                    help="DATA.yaml (calibration and accuracy report), or an image folder / video (calibration)")
-    p.add_argument("--calibration-images", type=int, default=300, help="representative images (default 300)")
+    p.add_argument("--calibration-images", "--n", dest="calibration_images", type=int, default=300,
+                   help="representative images (default 300)")
     p.add_argument("--calibration-dir", type=Path, default=None, help="cache folder for the calibration set")
     p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default="minmax")
     p.add_argument("--max-drop", type=float, default=None,

@@ -118,7 +118,7 @@ def test_calibrate_prints_coverage_and_reuses_its_cache(sample_data, tmp_path):
 
 def test_convert_int8_prints_the_drop_report_and_enforces_max_drop(sample_model, sample_data, tmp_path):
     args = ("convert", str(sample_model), "--target", "tflite", "--int8", "--data", str(sample_data),
-            "--calibration-images", "40", "--out", str(tmp_path / "out"))
+            "--n", "40", "--out", str(tmp_path / "out"))  # --n: the same option name as `edgeport calibrate`
     out = edgeport(*args, "--max-drop", "5")
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "out" / "report.json").read_text())
