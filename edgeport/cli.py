@@ -24,16 +24,12 @@ def _say(line: str) -> None:
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
                         help="force a backend (onnxruntime, litert, edgetpu); default: by file type")
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the engine's)")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: every core)")
     parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
     parser.add_argument("--device", default=None,
                         help="Edge TPU device for *_edgetpu.tflite: usb, usb:N, pci or pci:N (default: the first)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images with more pixels (decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,})")
-
-
-def _has_labels(data: Path | None) -> bool:
-    return data is not None and data.suffix.lower() in (".yaml", ".yml")
 
 
 def _print_report(rows, out_dir: Path, max_drop: float | None) -> int:
@@ -68,7 +64,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
                              max_drop=args.max_drop, fallback=args.fallback)
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
-    if not _has_labels(args.data):
+    from edgeport.evaluate.dataset import is_data_yaml
+
+    if not is_data_yaml(args.data):
         if args.data is not None:
             _say("convert: no labels (not a DATA.yaml): the accuracy report is skipped")
         return 0

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from edgeport.errors import DatasetError, ImageError
-from edgeport.evaluate.dataset import IMAGE_SUFFIXES, load_dataset
+from edgeport.evaluate.dataset import IMAGE_SUFFIXES, is_data_yaml, load_dataset
 from edgeport.progress import Progress
 from edgeport.runtime.image_io import load_image
 from edgeport.runtime.preprocess import letterbox
@@ -88,7 +88,7 @@ def balanced_selection(class_sets: list[set[int]], n: int, num_classes: int, see
 
 def _sources(source: Path, n: int, split: str, seed: int) -> tuple[list[Path], dict]:
     """Return the chosen image files and the class coverage for a DATA.yaml or an image folder."""
-    if source.suffix.lower() in (".yaml", ".yml"):
+    if is_data_yaml(source):
         import yaml
 
         data = yaml.safe_load(source.read_text()) or {}

@@ -57,8 +57,9 @@ def _raw_head_module(detection_model):
     return RawHead().eval(), head
 
 
-def _signature_outputs(path: Path) -> list[TensorSpec]:
-    """Output tensor specs in the order the torch module returned them (signature output_0, _1, ...)."""
+def _signature_io(path: Path) -> tuple[TensorSpec, list[TensorSpec]]:
+    """The input spec, and the output specs in the order the torch module returned them
+    (signature output_0, output_1, ...)."""
     from edgeport.runtime.backends.litert import interpreter_class, tensor_spec
 
     interpreter_cls, _, _ = interpreter_class()
@@ -67,7 +68,8 @@ def _signature_outputs(path: Path) -> list[TensorSpec]:
     signature = interpreter._get_full_signature_list()["serving_default"]["outputs"]
     by_index = {d["index"]: d for d in interpreter.get_output_details()}
     ordered = sorted(signature.items(), key=lambda kv: int(kv[0].rsplit("_", 1)[-1]))
-    return [tensor_spec(by_index[index]) for _, index in ordered]
+    return (tensor_spec(interpreter.get_input_details()[0]),
+            [tensor_spec(by_index[index]) for _, index in ordered])
 
 
 def _int_config(bits: int, unsigned: bool = False):
@@ -136,13 +138,11 @@ def _quantize_float_ops(float_path: Path, out: Path, precision: str) -> None:
 def build_record(path: Path, names: tuple[str, ...], size: int, strides: list[int], reg_max: int, precision: str,
                  prov: dict) -> ArtifactRecord:
     """The record of a raw-head .tflite, read from the file itself (tensor names, dtypes, quantization)."""
-    from edgeport.runtime.backends.litert import LiteRTBackend
-
-    outputs = _signature_outputs(path)
+    inp, outputs = _signature_io(path)
     levels = tuple({"box": outputs[2 * i].name, "cls": outputs[2 * i + 1].name, "stride": stride,
                     "grid": [size // stride, size // stride]} for i, stride in enumerate(strides))
     return ArtifactRecord(
-        names=names, imgsz=(size, size), layout="NHWC", inputs=(LiteRTBackend(path).inputs[0],),
+        names=names, imgsz=(size, size), layout="NHWC", inputs=(inp,),
         outputs=tuple(outputs), preprocess=Preprocess(),
         decode=Decode(kind="dfl", boxes="", scores="", box_format="ltrb", normalized=False, levels=levels,
                       reg_max=reg_max),
@@ -163,8 +163,9 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     if options.calibration_method not in METHODS:
         raise ConversionError(f"tflite: calibration method {options.calibration_method!r} is not available; "
                               f"this target calibrates with: {', '.join(METHODS)}")
-    if options.fallback and options.max_drop is not None and (
-            options.data is None or Path(options.data).suffix.lower() not in (".yaml", ".yml")):
+    from edgeport.evaluate.dataset import is_data_yaml
+
+    if options.fallback and options.max_drop is not None and not is_data_yaml(options.data):
         raise ConversionError("tflite: --fallback measures accuracy and needs a labelled DATA.yaml as --data")
     if precision == "int8" and options.data is None:
         raise ConversionError("tflite: --int8 needs representative images: pass --data DATA.yaml, an image folder "

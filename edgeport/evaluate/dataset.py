@@ -46,6 +46,11 @@ class Dataset:
         return np.array(rows, dtype=np.float32).reshape(-1, 5)
 
 
+def is_data_yaml(path: str | Path | None) -> bool:
+    """True when `path` names a DATA.yaml (labelled data set) rather than an image folder or a video."""
+    return path is not None and Path(path).suffix.lower() in (".yaml", ".yml")
+
+
 def label_path(image: Path) -> Path:
     """images/.../x.jpg -> labels/.../x.txt (the last 'images' folder of the path is swapped)."""
     parts = list(image.parts)

@@ -116,7 +116,7 @@ class Detector:
     """An opened artifact that turns images into `Detections`.
 
     model: path of an artifact (.onnx, .tflite, ...). backend: registry name to override the
-    choice by file type. threads: interpreter threads (None: the engine's default).
+    choice by file type. threads: interpreter threads (None: every core).
     exif: apply EXIF orientation to encoded images. max_pixels: decompression-bomb limit.
     backend_options: passed to the backend (e.g. {"device": "usb:0"} for the Edge TPU).
     Raises ModelNotFoundError, CorruptModelError, MetadataMissingError, ArtifactMismatchError,

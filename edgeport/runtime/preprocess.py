@@ -34,9 +34,6 @@ class Letterbox:
         return out
 
 
-INTERPOLATIONS = ("area", "linear")
-
-
 def letterbox(rgb: np.ndarray, size_hw: tuple[int, int], pad_value: int = 114,
               interpolation: str = "area") -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio and pad to `size_hw`, centred; never stretch.

@@ -14,10 +14,11 @@ REGISTRY: dict[str, str] = {
     "litert": "edgeport.runtime.backends.litert:LiteRTBackend",
     "edgetpu": "edgeport.runtime.backends.edgetpu:EdgeTpuBackend",
 }
-# file suffix -> backend names in order of preference
+# file-name ending -> backend names in order of preference; the longest matching ending wins
 BY_SUFFIX: dict[str, tuple[str, ...]] = {
     ".onnx": ("onnxruntime",),
     ".tflite": ("litert",),
+    "_edgetpu.tflite": ("edgetpu",),  # what edgetpu_compiler writes
 }
 
 
@@ -33,9 +34,9 @@ def backend_for(path: Path, name: str | None = None) -> type[Backend]:
     """Return the backend class for an artifact: `name` if given, else the first for its file type."""
     if name:
         return backend_class(name)
-    if Path(path).name.lower().endswith("_edgetpu.tflite"):  # what edgetpu_compiler writes
-        return backend_class("edgetpu")
-    names = BY_SUFFIX.get(Path(path).suffix.lower())
+    file_name = Path(path).name.lower()
+    endings = [ending for ending in BY_SUFFIX if file_name.endswith(ending)]
+    names = BY_SUFFIX[max(endings, key=len)] if endings else None
     if not names:
         raise BackendError(
             f"{path}: no backend runs '{Path(path).suffix}' files; supported: {', '.join(sorted(BY_SUFFIX))}")

@@ -14,12 +14,12 @@ from edgeport.artifact import TensorSpec
 class Backend(ABC):
     """An opened model: its tensor specs and one `invoke`.
 
-    Subclasses set `name` (the registry key) and `suffixes` (file types they open by default)
+    Subclasses set `name` (the registry key; the file types each opens by default are in
+    edgeport.runtime.backends.BY_SUFFIX)
     and raise edgeport.errors.CorruptModelError when the engine cannot load the file.
     """
 
     name: ClassVar[str]
-    suffixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         self.path = Path(path)

@@ -39,7 +39,6 @@ def load_edgetpu_delegate(device: str | None = None, library: str | None = None)
 
 class EdgeTpuBackend(LiteRTBackend):
     name = "edgetpu"
-    suffixes = ("_edgetpu.tflite",)
 
     def __init__(self, path: Path, threads: int | None = None, device: str | None = None,
                  delegate_loader: Callable[[str | None], Any] | None = None) -> None:

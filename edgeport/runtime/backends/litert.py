@@ -48,7 +48,6 @@ def tensor_spec(detail: dict[str, Any]) -> TensorSpec:
 
 class LiteRTBackend(Backend):
     name = "litert"
-    suffixes = (".tflite",)
 
     def __init__(self, path: Path, threads: int | None = None, delegates: list[Any] | None = None) -> None:
         super().__init__(path, threads)

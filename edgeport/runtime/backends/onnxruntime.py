@@ -16,7 +16,6 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    suffixes = (".onnx",)
 
     def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None) -> None:
         super().__init__(path, threads)
