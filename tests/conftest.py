@@ -104,3 +104,34 @@ def tflite_artifacts(tmp_path_factory, sample_model, sample_data) -> dict[str, P
                                  calibration_dir=out / "calib")
         artifacts[precision] = convert(sample_model, "tflite", options).path
     return artifacts
+
+
+def require_program(*candidates: str) -> str:
+    """Path of the first program found (PATH, then /usr/sbin); skips when none is, except under CI.
+
+    CI (`CI=true`, `.ci/run` after `scripts/setup.sh`) must have every real part, so there a
+    missing program fails the test instead of hiding it behind a skip.
+    """
+    import os
+
+    for name in candidates:
+        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+        if found:
+            return found
+    message = f"{' / '.join(candidates)} not installed (scripts/setup.sh installs it)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def node_modules() -> Path:
+    """The repository's node_modules (npm ci from package-lock.json); same skip/fail rule as above."""
+    import os
+
+    path = Path(__file__).resolve().parent.parent / "node_modules"
+    if not (path / "playwright-core").is_dir():
+        message = "node_modules missing: run `npm ci` (scripts/setup.sh does)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
