@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, default=300)
     _add_runtime_options(p)
     p.set_defaults(func=cmd_detect)
+
+    from edgeport.daemon.cli import add_parsers as add_daemon_parsers
+
+    add_daemon_parsers(sub, _add_runtime_options)
     return parser
 
 

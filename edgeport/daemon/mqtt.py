@@ -1,0 +1,185 @@
+"""The MQTT link: availability with a last will, retained camera state, Home Assistant discovery,
+rate-limited detections, and in-order delivery of spooled events once the broker acknowledges them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from typing import Any
+
+from edgeport.daemon.config import Mqtt
+from edgeport.daemon.metrics import Metrics
+from edgeport.daemon.spool import Spool
+from edgeport.errors import MissingDependencyError
+
+log = logging.getLogger("edgeport.daemon")
+
+
+def _paho():
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError as exc:
+        raise MissingDependencyError("MQTT output needs paho-mqtt: pip install 'edgeport[daemon]'") from exc
+    return mqtt
+
+
+class MqttLink:
+    """One broker connection (paho, reconnecting by itself) and the event sender thread."""
+
+    def __init__(self, config: Mqtt, spool: Spool, metrics: Metrics, cameras: list[str],
+                 names: tuple[str, ...]) -> None:
+        mqtt = _paho()
+        self.config, self.spool, self.metrics = config, spool, metrics
+        self.cameras, self.names = cameras, names
+        self.prefix = config.topic_prefix.rstrip("/")
+        self.availability_topic = f"{self.prefix}/availability"
+        self._states: dict[str, str] = {}
+        self._connected = threading.Event()
+        self._stop = threading.Event()
+        client_id = config.client_id or f"edgeport-{'-'.join(cameras)}"[:64]
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self.client.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        if config.username is not None:
+            self.client.username_pw_set(config.username, config.password)
+        if config.tls is not None:
+            self.client.tls_set(ca_certs=str(config.tls.ca_certs) if config.tls.ca_certs else None,
+                                certfile=str(config.tls.certfile) if config.tls.certfile else None,
+                                keyfile=str(config.tls.keyfile) if config.tls.keyfile else None,
+                                cert_reqs=ssl.CERT_REQUIRED)
+            self.client.tls_insecure_set(config.tls.insecure)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self._acked: set[int] = set()
+        self._acked_lock = threading.Condition()
+        self._sender = threading.Thread(target=self._send_events, name="mqtt-events", daemon=True)
+        self.last_error: str | None = None
+
+    # life cycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
+        self.client.loop_start()
+        self._sender.start()
+
+    def stop(self, drain_s: float = 5.0) -> None:
+        """Deliver what is spooled for up to `drain_s` seconds, say offline, disconnect."""
+        deadline = time.monotonic() + drain_s
+        while len(self.spool) and self._connected.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        self.spool.wake()
+        self._sender.join(timeout=5)
+        if self._connected.is_set():
+            info = self.client.publish(self.availability_topic, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused the connection: {reason_code}"
+            log.warning("mqtt: %s", self.last_error)
+            return
+        log.info("mqtt: connected to %s:%s", self.config.host, self.config.port)
+        self.last_error = None
+        client.publish(self.availability_topic, "online", qos=1, retain=True)
+        for camera, state in list(self._states.items()):
+            client.publish(f"{self.prefix}/{camera}/state", state, qos=1, retain=True)
+        if self.config.home_assistant.enabled:
+            self._announce_home_assistant(client)
+        self._connected.set()
+        self.metrics.mqtt_connected.set(value=1)
+        self.spool.wake()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connected.is_set() and not self._stop.is_set():
+            log.warning("mqtt: disconnected (%s); reconnecting", reason_code)
+        self._connected.clear()
+        self.metrics.mqtt_connected.set(value=0)
+
+    # what the daemon publishes ------------------------------------------------------------------------
+    def publish_state(self, camera: str, state: str) -> None:
+        """Retained camera state; remembered and republished on every (re)connect."""
+        self._states[camera] = state
+        if self._connected.is_set():
+            self.client.publish(f"{self.prefix}/{camera}/state", state, qos=1, retain=True)
+
+    def publish_detections(self, camera: str, payload: dict[str, Any]) -> bool:
+        """Best effort (not spooled): False when the broker is down."""
+        if not self._connected.is_set():
+            return False
+        self.client.publish(f"{self.prefix}/{camera}/detections", json.dumps(payload, separators=(",", ":")),
+                            qos=0)
+        counts = {name: 0 for name in self.names}
+        for item in payload.get("detections", []):
+            counts[item["class_name"]] = counts.get(item["class_name"], 0) + 1
+        self.client.publish(f"{self.prefix}/{camera}/counts", json.dumps(counts), qos=0, retain=True)
+        self.metrics.published.inc("detections")
+        return True
+
+    def enqueue_event(self, camera: str, event: dict[str, Any]) -> int:
+        """Spool an event (durable); it is delivered in order once the broker acknowledges it."""
+        seq = self.spool.next_seq()
+        payload = json.dumps({**event, "seq": seq}, separators=(",", ":")).encode()
+        return self.spool.put(f"{self.prefix}/{camera}/events", payload)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._acked_lock:
+            self._acked.add(mid)
+            self._acked_lock.notify_all()
+
+    def _send_events(self) -> None:
+        """One event in flight at a time, so order holds across disconnects.
+
+        A message handed to paho stays in its session and is sent again after a reconnect, so it is
+        published once and acknowledged (removed from the spool) only when the broker's PUBACK arrives.
+        """
+        while not self._stop.is_set():
+            if not self._connected.wait(timeout=0.5):
+                continue
+            item = self.spool.peek(timeout=0.5)
+            if item is None:
+                continue
+            seq, topic, payload, retain = item
+            info = self.client.publish(topic, payload, qos=max(1, self.config.qos), retain=retain)
+            with self._acked_lock:
+                while info.mid not in self._acked and not self._stop.is_set():
+                    self._acked_lock.wait(0.5)
+                if info.mid not in self._acked:
+                    return  # stopping: the event stays spooled and is sent after the next start
+                self._acked.discard(info.mid)
+            self.spool.ack(seq)
+            self.metrics.published.inc("events")
+
+    def _announce_home_assistant(self, client) -> None:
+        """Home Assistant MQTT discovery: one sensor per camera and class (object count), one per camera state."""
+        prefix = self.config.home_assistant.discovery_prefix.rstrip("/")
+        device = {"identifiers": [f"edgeport-{'-'.join(self.cameras)}"], "name": "edgeport", "manufacturer": "edgeport"}
+        for camera in self.cameras:
+            for name in self.names:
+                slug = "".join(c if c.isalnum() else "_" for c in name)
+                config = {
+                    "name": f"{camera} {name} count", "unique_id": f"edgeport_{camera}_{slug}",
+                    "state_topic": f"{self.prefix}/{camera}/counts",
+                    "value_template": f"{{{{ value_json['{name}'] | default(0) }}}}",
+                    "availability_topic": self.availability_topic, "unit_of_measurement": "objects",
+                    "device": device,
+                }
+                client.publish(f"{prefix}/sensor/edgeport_{camera}_{slug}/config", json.dumps(config), qos=1,
+                               retain=True)
+            state = {"name": f"{camera} source", "unique_id": f"edgeport_{camera}_state",
+                     "state_topic": f"{self.prefix}/{camera}/state",
+                     "availability_topic": self.availability_topic, "device": device}
+            client.publish(f"{prefix}/sensor/edgeport_{camera}_state/config", json.dumps(state), qos=1, retain=True)
