@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeport.errors import ConfigError
 
@@ -124,13 +124,14 @@ class DaemonConfig(_Strict):
             raise ValueError(f"model file not found: {value}")
         return value
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> "DaemonConfig":
-        ids = [camera.id for camera in self.cameras]
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, cameras: list[Camera]) -> list[Camera]:
+        ids = [camera.id for camera in cameras]
         duplicated = sorted({i for i in ids if ids.count(i) > 1})
         if duplicated:
             raise ValueError(f"camera ids must be unique; repeated: {', '.join(duplicated)}")
-        return self
+        return cameras
 
 
 def json_schema() -> dict[str, Any]:

@@ -60,7 +60,7 @@ def create_app(view: DaemonView, config: Http):
         from fastapi.responses import JSONResponse, Response, StreamingResponse
         from starlette.concurrency import run_in_threadpool
     except ImportError as exc:
-        raise MissingDependencyError("the HTTP API needs fastapi and uvicorn: pip install 'edgeport[daemon]'") from exc
+        raise MissingDependencyError("fastapi (HTTP API)", "daemon") from exc
 
     app = FastAPI(title="edgeport daemon", version="1", docs_url=None, redoc_url=None)
 
@@ -176,7 +176,7 @@ class HttpServer:
         try:
             import uvicorn
         except ImportError as exc:
-            raise MissingDependencyError("the HTTP API needs uvicorn: pip install 'edgeport[daemon]'") from exc
+            raise MissingDependencyError("uvicorn (HTTP API)", "daemon") from exc
         self.config = config
         app = create_app(view, config)
         self._server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",

@@ -23,7 +23,7 @@ def _paho():
     try:
         import paho.mqtt.client as mqtt
     except ImportError as exc:
-        raise MissingDependencyError("MQTT output needs paho-mqtt: pip install 'edgeport[daemon]'") from exc
+        raise MissingDependencyError("paho-mqtt (MQTT output)", "daemon") from exc
     return mqtt
 
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from edgeport.daemon.config import Camera
-from edgeport.errors import ConfigError, EdgeportError, MissingDependencyError
+from edgeport.errors import ConfigError, EdgeportError
 from edgeport.evaluate.dataset import IMAGE_SUFFIXES
 from edgeport.runtime.image_io import load_image
 
@@ -161,9 +161,8 @@ class Picamera2Source:
         try:
             from picamera2 import Picamera2
         except ImportError as exc:
-            raise MissingDependencyError("picamera2 is not installed: on Raspberry Pi OS run "
-                                         "`sudo apt install python3-picamera2` and create the venv with "
-                                         "--system-site-packages") from exc
+            raise SourceError("picamera2 is not installed: on Raspberry Pi OS run `sudo apt install "
+                              "python3-picamera2` and create the venv with --system-site-packages") from exc
         try:
             camera = Picamera2(self.index)
             camera.configure(camera.create_video_configuration(
@@ -317,7 +316,7 @@ class CaptureThread:
             source = self._factory(self.camera)
             try:
                 source.open()
-            except (SourceError, MissingDependencyError, OSError) as exc:
+            except (SourceError, OSError) as exc:
                 attempt += 1
                 if not self._wait_to_retry(attempt, str(exc)):
                     return
