@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -49,8 +50,13 @@ class Broker:
         self.exe = require_program("mosquitto")
         self.folder, self.port = folder, port
         self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        self.conf.write_text(f"{self.user_line()}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
                              f"persistence_location {folder}/\nautosave_interval 1\n{extra}")
+
+    @staticmethod
+    def user_line() -> str:
+        """As root, mosquitto would switch to its own user, who cannot read pytest's private tmp folders."""
+        return "user root\n" if os.geteuid() == 0 else ""
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Broker":

@@ -150,3 +150,59 @@ def test_no_event_lost_or_reordered_when_the_broker_dies(tmp_path, broker, camer
     assert unique == list(range(1, len(unique) + 1)), "an event was lost"
     assert daemon.metrics.events.value("yard", "appeared") + daemon.metrics.events.value("yard", "left") == len(unique)
     subscriber.close()
+
+
+def _make_certificates(folder) -> dict[str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    from conftest import require_program
+
+    openssl = require_program("openssl")
+    paths = {name: str(folder / f"{name}.pem") for name in ("ca", "ca_key", "server", "server_key")}
+    run = lambda *args: subprocess.run([openssl, *args], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgeport test CA",
+        "-keyout", paths["ca_key"], "-out", paths["ca"])
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", paths["server_key"],
+        "-out", str(folder / "server.csr"))
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(folder / "server.csr"), "-CA", paths["ca"], "-CAkey", paths["ca_key"],
+        "-CAcreateserial", "-days", "2", "-extfile", str(folder / "ext.cnf"), "-out", paths["server"])
+    return paths
+
+
+def test_tls_and_password(tmp_path, camera_video, onnx_artifact):
+    from conftest import require_program
+    from daemon_support import Broker, free_port
+
+    certs = _make_certificates(tmp_path)
+    passwords = tmp_path / "passwd"
+    subprocess.run([require_program("mosquitto_passwd"), "-c", "-b", str(passwords), "camera", "pa55"], check=True)
+    port = free_port()
+    secure = Broker(tmp_path, port)
+    secure.conf.write_text(f"{Broker.user_line()}listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
+                           f"cafile {certs['ca']}\ncertfile {certs['server']}\nkeyfile {certs['server_key']}\n")
+    secure.start()
+    try:
+        def daemon_with(password: str) -> Daemon:
+            return Daemon(parse_config(f"""
+model: {onnx_artifact}
+cameras: [{{id: yard, source: {camera_video}, loop: true}}]
+state_dir: {tmp_path / ("state-" + password)}
+mqtt: {{port: {port}, username: camera, password: {password}, tls: {{ca_certs: {certs['ca']}}}}}
+"""))
+
+        good = daemon_with("pa55")
+        thread = _run(good)
+        wait_for(lambda: good.mqtt.connected, what="TLS connection with the right password")
+        good.stop()
+        thread.join(20)
+
+        bad = daemon_with("wrong")
+        thread = _run(bad)
+        wait_for(lambda: bad.mqtt.last_error, what="refusal")
+        body, ok = bad.health()
+        assert ok and body["mqtt"]["connected"] is False and "refused" in body["mqtt"]["error"]
+        assert bad.processed >= 0 and thread.is_alive()  # a refused broker does not stop detection
+        bad.stop()
+        thread.join(20)
+    finally:
+        secure.stop()
