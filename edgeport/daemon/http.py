@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from edgeport.daemon.config import Http
 from edgeport.errors import (
+    ConfigError,
     CorruptImageError,
     EmptyImageError,
     ImageError,
@@ -185,13 +186,13 @@ class HttpServer:
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 
     def start(self, timeout: float = 10.0) -> int:
-        """Start serving; return the bound port. Raises OSError when the address cannot be bound."""
+        """Start serving; return the bound port. Raises ConfigError when the address cannot be bound."""
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise OSError(f"HTTP server could not listen on {self.config.host}:{self.config.port} "
-                              "(address in use or not allowed?)")
+                raise ConfigError(f"http: cannot listen on {self.config.host}:{self.config.port} (address in use "
+                                  "or not allowed); change http.port or http.host")
             time.sleep(0.02)
         return self.port
 

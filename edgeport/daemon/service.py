@@ -200,8 +200,8 @@ class Daemon:
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, _: self._request_stop(signal.Signals(signum).name))
-        self.start()
         try:
+            self.start()
             self._loop(max_frames)
         finally:
             self.shutdown()

@@ -268,7 +268,8 @@ class CaptureThread:
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:

@@ -201,3 +201,44 @@ def test_run_with_a_dead_source_is_one_clear_error(tmp_path, onnx_artifact):
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]  # reconnect attempts are logged before it
     assert last.startswith("edgeport: error:") and "missing.mp4" in last and "gave up after 2 attempts" in last
+
+
+def test_port_in_use_is_a_config_error_and_nothing_keeps_running(tmp_path, onnx_artifact, camera_video):
+    from daemon_support import free_port
+
+    port = free_port()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    config = tmp_path / "edgeport.yaml"
+    config.write_text(f"model: {onnx_artifact}\ncameras: [{{id: c, source: {camera_video}}}]\n"
+                      f"state_dir: {tmp_path}/state\nhttp: {{port: {port}}}\n")
+    try:
+        result = subprocess.run([sys.executable, "-m", "edgeport.cli", "daemon", "--config", str(config)],
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        blocker.close()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("edgeport: error: http: cannot listen on")
+
+
+def test_daemon_never_imports_the_heavy_stack(tmp_path, onnx_artifact, camera_video):
+    code = f"""
+import sys, threading
+from edgeport.daemon.config import parse_config
+from edgeport.daemon.service import Daemon
+config = parse_config('''
+model: {onnx_artifact}
+cameras: [{{id: c, source: {camera_video}}}]
+state_dir: {tmp_path}/state
+http: {{port: 0}}
+jsonl: {{path: {tmp_path}/d.jsonl}}
+''')
+daemon = Daemon(config)
+daemon.run(install_signals=False)
+heavy = sorted(m for m in ("torch", "tensorflow", "ultralytics", "coremltools") if m in sys.modules)
+print(daemon.processed, heavy)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "20" and result.stdout.strip().endswith("[]")
