@@ -40,6 +40,7 @@ class Camera(_Strict):
         None, description="latest: only the newest frame is kept (a slow model never builds a queue); every: no "
                           "frame is skipped (files). Default: every for files and folders, latest otherwise")
     fps: Optional[float] = Field(None, gt=0, description="cap on frames read per second")
+    timeout_s: float = Field(5.0, gt=0, description="streams: open and read timeout before a reconnect")
     width: Optional[int] = Field(None, gt=0)
     height: Optional[int] = Field(None, gt=0)
     reconnect: Reconnect = Field(default_factory=Reconnect)

@@ -206,7 +206,7 @@ def make_source(camera: Camera) -> FrameSource:
         return OpenCVSource(target, cv2.CAP_V4L2 if os.name == "posix" else cv2.CAP_ANY,
                             width=camera.width, height=camera.height)
     if kind == "url":
-        return OpenCVSource(str(source), cv2.CAP_FFMPEG)
+        return OpenCVSource(str(source), cv2.CAP_FFMPEG, timeout_ms=int(camera.timeout_s * 1000))
     if kind == "file":
         return OpenCVSource(str(source), cv2.CAP_ANY, finite=True)
     if kind == "folder":

@@ -184,3 +184,79 @@ def test_dead_v4l2_device_reports_failed(tmp_path):
     capture = CaptureThread(camera).start()
     wait_for(lambda: not capture.alive, what="thread end")
     assert capture.state == "failed" and "/dev/video99" in capture.error
+
+
+class MjpegCamera:
+    """A network camera on loopback: an HTTP MJPEG stream that a test can cut and bring back."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        import http.server
+        import socketserver
+
+        from daemon_support import free_port
+
+        self.port = free_port()
+        camera = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while not camera.cut:
+                        jpeg = frames[i % len(frames)]
+                        i += 1
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                         % len(jpeg) + jpeg + b"\r\n")
+                        time.sleep(0.03)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self._server_class, self._handler = Server, Handler
+        self.cut = False
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> None:
+        import threading
+
+        self.cut = False
+        self.server = self._server_class(("127.0.0.1", self.port), self._handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.cut = True
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_network_camera_cut_and_back(val_images):
+    frames = [cv2.imencode(".jpg", cv2.resize(cv2.imread(str(p)), (320, 240)))[1].tobytes() for p in val_images[:5]]
+    network_camera = MjpegCamera(frames)
+    camera = Camera(id="ip", source=network_camera.url, timeout_s=2, reconnect=Reconnect(initial_s=0.1, max_s=0.5))
+    assert source_kind(camera) == "url"
+    capture = CaptureThread(camera).start()
+    try:
+        wait_for(lambda: capture.frames_read > 10, what="frames from the stream")
+        assert capture.take(timeout=1).bgr.shape == (240, 320, 3)
+        network_camera.stop()  # the camera goes away (power cut, Wi-Fi drop)
+        wait_for(lambda: capture.state == "reconnecting", what="reconnecting")
+        network_camera.start()  # and comes back
+        wait_for(lambda: capture.state == "connected", timeout=30, what="reconnected")
+        before = capture.frames_read
+        wait_for(lambda: capture.frames_read > before + 10, what="frames after the camera came back")
+    finally:
+        capture.stop()
+        network_camera.stop()
