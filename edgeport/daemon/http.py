@@ -89,26 +89,28 @@ def create_app(view: DaemonView, config: Http):
         view.count_request("/metrics", 200)
         return Response(view.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    def camera_state(camera: str, route: str, read) -> tuple[Any, JSONResponse | None]:
+        """(what `read(camera)` returns, None), or (None, a 404/503 problem response)."""
+        if camera not in view.camera_ids:
+            return None, problem(404, f"no camera {camera!r}; cameras: {', '.join(view.camera_ids)}", route)
+        found = read(camera)
+        if found is None:
+            return None, problem(503, f"camera {camera!r} has no frame yet", route)
+        view.count_request(route, 200)
+        return found, None
+
     @app.get("/cameras/{camera}/latest")
     def latest(camera: str) -> JSONResponse:
-        if camera not in view.camera_ids:
-            return problem(404, f"no camera {camera!r}; cameras: {', '.join(view.camera_ids)}", "/latest")
-        found = view.latest(camera)
-        if found is None:
-            return problem(503, f"camera {camera!r} has no frame yet", "/latest")
+        found, failed = camera_state(camera, "/latest", view.latest)
+        if failed:
+            return failed
         detections, info = found
-        view.count_request("/latest", 200)
         return JSONResponse({**info, **detections.to_dict()})
 
     @app.get("/cameras/{camera}/snapshot.jpg")
     def snapshot(camera: str) -> Response:
-        if camera not in view.camera_ids:
-            return problem(404, f"no camera {camera!r}", "/snapshot")
-        jpeg = view.snapshot_jpeg(camera)
-        if jpeg is None:
-            return problem(503, f"camera {camera!r} has no frame yet", "/snapshot")
-        view.count_request("/snapshot", 200)
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+        jpeg, failed = camera_state(camera, "/snapshot", view.snapshot_jpeg)
+        return failed or Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/cameras/{camera}/stream.mjpg")
     async def stream(camera: str, request: Request):
