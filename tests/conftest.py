@@ -11,6 +11,8 @@ import pytest
 
 from edgeport import sample
 
+pytest_plugins = ["daemon_support"]  # fixtures of the daemon tests: camera_video, broker
+
 
 @pytest.fixture(scope="session")
 def sample_model() -> Path:

@@ -11,7 +11,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from daemon_support import camera_video, wait_for  # noqa: F401
+from daemon_support import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -15,7 +15,7 @@ import time
 
 import cv2
 import pytest
-from daemon_support import camera_video, wait_for  # noqa: F401
+from daemon_support import wait_for
 
 from edgeport.daemon.config import parse_config
 from edgeport.daemon.service import Daemon

@@ -11,7 +11,7 @@ import types
 import cv2
 import numpy as np
 import pytest
-from daemon_support import camera_video, wait_for  # noqa: F401
+from daemon_support import wait_for
 
 from edgeport.daemon.config import Camera, Reconnect
 from edgeport.daemon.sources import (

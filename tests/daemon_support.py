@@ -1,4 +1,4 @@
-"""Daemon test support (imported by the daemon tests; not a conftest, so `from conftest import` stays the root one): a video file made from the sample val images (the camera), a real mosquitto broker."""
+"""Daemon test support, registered as a pytest plugin by the root conftest (`pytest_plugins`): a video file made from the sample val images (the camera), a real mosquitto broker."""
 
 from __future__ import annotations
 
@@ -52,12 +52,12 @@ class Broker:
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(f"{self.user_line()}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
                              f"persistence_location {folder}/\nautosave_interval 1\n{extra}")
+        self.process: subprocess.Popen | None = None
 
     @staticmethod
     def user_line() -> str:
         """As root, mosquitto would switch to its own user, who cannot read pytest's private tmp folders."""
         return "user root\n" if os.geteuid() == 0 else ""
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> "Broker":
         self.process = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
@@ -94,3 +94,22 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.05, what: str
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(autouse=True)
+def _stop_capture_threads(monkeypatch):
+    """Stop every capture thread a test started, even when it failed half-way: an OpenCV reader
+    still running at interpreter exit aborts the whole run ('terminate called ...')."""
+    from edgeport.daemon import sources
+
+    started = []
+    original = sources.CaptureThread.start
+
+    def start(self):
+        started.append(self)
+        return original(self)
+
+    monkeypatch.setattr(sources.CaptureThread, "start", start)
+    yield
+    for capture in started:
+        capture.stop()
