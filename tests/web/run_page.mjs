@@ -1,0 +1,44 @@
+// Drive an edgeport onnx-web page in headless Chromium (playwright-core) and print JSON results.
+//
+// usage: node run_page.mjs '{"page": URL, "images": [URL...], "benchmark": {"runs": 30, "warmup": 5}}'
+// Prints {"info": ..., "results": [...], "benchmark": ...}; a page error ends with exit status 1.
+import { createRequire } from "node:module";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const require = createRequire(import.meta.url);
+const { chromium } = require(process.env.PLAYWRIGHT_CORE || "playwright-core");
+const config = JSON.parse(process.argv[2]);
+const profile = mkdtempSync(join(tmpdir(), "edgeport-chromium-"));
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: config.chromium || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+let status = 0;
+try {
+  const page = await browser.newPage();
+  const logs = [];
+  page.on("console", (message) => logs.push(`${message.type()}: ${message.text()}`));
+  page.on("pageerror", (error) => logs.push(`pageerror: ${error.message}`));
+  await page.goto(config.page);
+  const info = await page.evaluate(() => window.edgeport.ready);
+  const results = [];
+  for (const image of config.images || []) {
+    results.push(await page.evaluate((url) => window.edgeport.detect(url), image));
+  }
+  const benchmark = config.benchmark
+    ? await page.evaluate(([url, options]) => window.edgeport.benchmark(url, options), [config.images[0], config.benchmark])
+    : null;
+  const isolated = await page.evaluate(() => crossOriginIsolated);
+  process.stdout.write(JSON.stringify({ info, crossOriginIsolated: isolated, results, benchmark, logs }));
+} catch (error) {
+  process.stderr.write(`run_page: ${error.message}\n`);
+  status = 1;
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.exit(status);
