@@ -44,25 +44,47 @@ function areaTable(ssize, dsize) {
   return table;
 }
 
-/** OpenCV's bilinear table for one axis (half-pixel centres, edge clamped): per output [s0, s1, w0, w1]. */
+/** OpenCV's bilinear table for one axis (half-pixel centres, edge clamped): [s0, s1, w0, w1], 11-bit weights. */
 function linearTable(ssize, dsize) {
   const scale = ssize / dsize;
   const table = [];
   for (let d = 0; d < dsize; d++) {
-    let f = (d + 0.5) * scale - 0.5;
+    let f = Math.fround((d + 0.5) * scale - 0.5);
     let s = Math.floor(f);
-    f -= s;
+    f = Math.fround(f - s);
     if (s < 0) { f = 0; s = 0; }
     if (s >= ssize - 1) { f = 0; s = ssize - 1; }
-    table.push([s, Math.min(s + 1, ssize - 1), 1 - f, f]);
+    const w0 = Math.round(Math.fround((1 - f) * 2048));
+    table.push([s, Math.min(s + 1, ssize - 1), w0, 2048 - w0]);
   }
   return table;
 }
 
+/** cv2.resize INTER_LINEAR on 8-bit RGBA -> RGB, in OpenCV's fixed point (11-bit weights, its SIMD rounding). */
+function resizeLinearRGB(rgba, sw, sh, dw, dh) {
+  const xs = linearTable(sw, dw), ys = linearTable(sh, dh);
+  const rows = new Int32Array(sh * dw * 3);
+  for (let y = 0; y < sh; y++) {
+    for (let x = 0; x < dw; x++) {
+      const [s0, s1, a0, a1] = xs[x], p0 = (y * sw + s0) * 4, p1 = (y * sw + s1) * 4, q = (y * dw + x) * 3;
+      for (let c = 0; c < 3; c++) rows[q + c] = rgba[p0 + c] * a0 + rgba[p1 + c] * a1;
+    }
+  }
+  const out = new Uint8Array(dw * dh * 3);
+  for (let y = 0; y < dh; y++) {
+    const [r0, r1, b0, b1] = ys[y];
+    for (let i = 0; i < dw * 3; i++) {
+      const v = (((b0 * (rows[r0 * dw * 3 + i] >> 4)) >> 16) + ((b1 * (rows[r1 * dw * 3 + i] >> 4)) >> 16) + 2) >> 2;
+      out[y * dw * 3 + i] = Math.min(255, Math.max(0, v));
+    }
+  }
+  return out;
+}
+
 /**
  * Resize RGBA pixels (Uint8ClampedArray, sw x sh) to RGB (Uint8Array, dw x dh) as cv2.resize does:
- * "area" (INTER_AREA) or "linear" (INTER_LINEAR). Results agree with OpenCV within 1 grey level
- * (OpenCV rounds in fixed point for bilinear; float here).
+ * "area" (INTER_AREA, float weights as OpenCV's general path) or "linear" (INTER_LINEAR, OpenCV's fixed
+ * point). Results agree with OpenCV within 1 grey level on rounding ties.
  */
 export function resizeRGB(rgba, sw, sh, dw, dh, how) {
   const out = new Uint8Array(dw * dh * 3);
@@ -70,14 +92,8 @@ export function resizeRGB(rgba, sw, sh, dw, dh, how) {
     for (let i = 0, j = 0; i < sw * sh; i++) { out[j++] = rgba[4 * i]; out[j++] = rgba[4 * i + 1]; out[j++] = rgba[4 * i + 2]; }
     return out;
   }
-  let xs, ys;
-  if (how === "area") {
-    xs = areaTable(sw, dw);
-    ys = areaTable(sh, dh);
-  } else {
-    xs = linearTable(sw, dw).map(([a, b, wa, wb]) => [[a, wa], [b, wb]]);
-    ys = linearTable(sh, dh).map(([a, b, wa, wb]) => [[a, wa], [b, wb]]);
-  }
+  if (how !== "area") return resizeLinearRGB(rgba, sw, sh, dw, dh);
+  const xs = areaTable(sw, dw), ys = areaTable(sh, dh);
   // separable: horizontal pass into a float buffer per source row, then vertical
   const rows = new Float32Array(sh * dw * 3);
   for (let y = 0; y < sh; y++) {
