@@ -73,3 +73,18 @@ def _version(dist: Path) -> str:
         return str(json.loads((dist.parent / "package.json").read_text())["version"])
     except (OSError, ValueError, KeyError):
         return "unknown"
+
+
+def read_browser_latency(web_dir: str | Path) -> dict | None:
+    """The in-browser latency measured for a web folder (benchmarks/web_latency.py writes it), or None.
+
+    Keys: "measured_on", "browser", "onnxruntime_web", "image", "runs", and "rows": one per model and thread
+    setting with "model", "precision", "backend", "threads", "cross_origin_isolated", "inference_ms_p50",
+    "inference_ms_p99", "end_to_end_ms_p50", "end_to_end_ms_p99" (milliseconds; end to end = letterbox +
+    inference + decoding and NMS in the page, the image already decoded).
+    """
+    path = Path(web_dir) / BROWSER_LATENCY
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

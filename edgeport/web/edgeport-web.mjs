@@ -25,23 +25,22 @@ export function placement(srcW, srcH, dstH, dstW) {
   return { ratio, newW, newH, left, top, scaleX: newW / srcW, scaleY: newH / srcH, srcW, srcH };
 }
 
-/** OpenCV's area-resize table for one axis: per output index, [[source index, weight], ...]. */
+/** OpenCV's area-resize table for one axis: {start, index, weight} flat (output d uses start[d]..start[d+1]). */
 function areaTable(ssize, dsize) {
   const scale = ssize / dsize;
-  const table = [];
+  const index = [], weight = [], start = new Int32Array(dsize + 1);
   for (let d = 0; d < dsize; d++) {
     const fs1 = d * scale, fs2 = fs1 + scale;
     const cell = Math.min(scale, ssize - fs1);
     let s1 = Math.ceil(fs1), s2 = Math.floor(fs2);
     s2 = Math.min(s2, ssize - 1);
     s1 = Math.min(s1, s2);
-    const row = [];
-    if (s1 - fs1 > 1e-3) row.push([s1 - 1, (s1 - fs1) / cell]);
-    for (let s = s1; s < s2; s++) row.push([s, 1 / cell]);
-    if (fs2 - s2 > 1e-3) row.push([s2, Math.min(Math.min(fs2 - s2, 1), cell) / cell]);
-    table.push(row);
+    if (s1 - fs1 > 1e-3) { index.push(s1 - 1); weight.push((s1 - fs1) / cell); }
+    for (let s = s1; s < s2; s++) { index.push(s); weight.push(1 / cell); }
+    if (fs2 - s2 > 1e-3) { index.push(s2); weight.push(Math.min(Math.min(fs2 - s2, 1), cell) / cell); }
+    start[d + 1] = index.length;
   }
-  return table;
+  return { start, index: Int32Array.from(index), weight: Float64Array.from(weight) };
 }
 
 /** OpenCV's bilinear table for one axis (half-pixel centres, edge clamped): [s0, s1, w0, w1], 11-bit weights. */
@@ -95,31 +94,28 @@ export function resizeRGB(rgba, sw, sh, dw, dh, how) {
   if (how !== "area") return resizeLinearRGB(rgba, sw, sh, dw, dh);
   const xs = areaTable(sw, dw), ys = areaTable(sh, dh);
   // separable: horizontal pass into a float buffer per source row, then vertical
-  const rows = new Float32Array(sh * dw * 3);
+  const rows = new Float64Array(sh * dw * 3);
   for (let y = 0; y < sh; y++) {
     const base = y * sw * 4;
     for (let x = 0; x < dw; x++) {
       let r = 0, g = 0, b = 0;
-      for (const [s, w] of xs[x]) {
-        const p = base + s * 4;
+      for (let k = xs.start[x]; k < xs.start[x + 1]; k++) {
+        const p = base + xs.index[k] * 4, w = xs.weight[k];
         r += rgba[p] * w; g += rgba[p + 1] * w; b += rgba[p + 2] * w;
       }
       const q = (y * dw + x) * 3;
       rows[q] = r; rows[q + 1] = g; rows[q + 2] = b;
     }
   }
+  const line = dw * 3, acc = new Float64Array(line);
   for (let y = 0; y < dh; y++) {
-    for (let x = 0; x < dw; x++) {
-      let r = 0, g = 0, b = 0;
-      for (const [s, w] of ys[y]) {
-        const q = (s * dw + x) * 3;
-        r += rows[q] * w; g += rows[q + 1] * w; b += rows[q + 2] * w;
-      }
-      const o = (y * dw + x) * 3;
-      out[o] = Math.min(255, Math.max(0, Math.round(r)));
-      out[o + 1] = Math.min(255, Math.max(0, Math.round(g)));
-      out[o + 2] = Math.min(255, Math.max(0, Math.round(b)));
+    acc.fill(0);
+    for (let k = ys.start[y]; k < ys.start[y + 1]; k++) {
+      const offset = ys.index[k] * line, w = ys.weight[k];
+      for (let i = 0; i < line; i++) acc[i] += rows[offset + i] * w;
     }
+    const o = y * line;
+    for (let i = 0; i < line; i++) out[o + i] = Math.min(255, Math.round(acc[i]));
   }
   return out;
 }
@@ -188,7 +184,12 @@ export function inputTensorData(canvas, H, W, spec, layout, scale) {
   } else {
     out = new Float32Array(3 * n); type = "float32"; convert = value;
   }
-  if (layout === "NCHW") {
+  if (type === "float32" && layout === "NCHW") {
+    const s = Math.fround(scale);
+    for (let i = 0; i < n; i++) {
+      out[i] = canvas[3 * i] * s; out[n + i] = canvas[3 * i + 1] * s; out[2 * n + i] = canvas[3 * i + 2] * s;
+    }
+  } else if (layout === "NCHW") {
     for (let i = 0; i < n; i++) {
       out[i] = convert(canvas[3 * i]); out[n + i] = convert(canvas[3 * i + 1]); out[2 * n + i] = convert(canvas[3 * i + 2]);
     }

@@ -32,8 +32,8 @@ try {
   const benchmark = config.benchmark
     ? await page.evaluate(([url, options]) => window.edgeport.benchmark(url, options), [config.images[0], config.benchmark])
     : null;
-  const isolated = await page.evaluate(() => crossOriginIsolated);
-  process.stdout.write(JSON.stringify({ info, crossOriginIsolated: isolated, results, benchmark, logs }));
+  const [isolated, userAgent] = await page.evaluate(() => [crossOriginIsolated, navigator.userAgent]);
+  process.stdout.write(JSON.stringify({ info, crossOriginIsolated: isolated, userAgent, results, benchmark, logs }));
 } catch (error) {
   process.stderr.write(`run_page: ${error.message}\n`);
   status = 1;
