@@ -61,7 +61,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
                              command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say, precision=precision,
                              io=args.io, data=args.data, calibration_images=args.calibration_images,
                              calibration_dir=args.calibration_dir, calibration_method=args.calibration_method,
-                             max_drop=args.max_drop, fallback=args.fallback, ort_web_dir=args.ort_web_dir)
+                             max_drop=args.max_drop, fallback=args.fallback, ort_web_dir=args.ort_web_dir,
+                             ort_format=args.ort_format)
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
     from edgeport.evaluate.dataset import is_data_yaml
@@ -216,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--ort-web-dir", type=Path, default=None,
                    help="onnx-web: onnxruntime-web's package folder (default: $EDGEPORT_ORT_WEB_DIR, else node_modules)")
+    p.add_argument("--ort-format", action="store_true",
+                   help="onnx-web: also write the model in onnxruntime's .ort format (the page: ?format=ort)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("serve-web", help="serve an onnx-web folder on loopback (threads enabled)",

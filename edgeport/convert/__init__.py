@@ -41,6 +41,7 @@ class ConvertOptions:
     fallback: bool = False  # int8: keep the most sensitive layers in int16 until max_drop holds
     progress: Callable[[str], None] | None = None  # called with one line per step
     ort_web_dir: Path | None = None  # onnx-web: onnxruntime-web's package or dist folder (else env, node_modules)
+    ort_format: bool = False  # onnx-web: also write the model in onnxruntime's .ort format
 
 
 @dataclass(frozen=True)

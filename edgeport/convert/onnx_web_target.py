@@ -82,6 +82,25 @@ def cpu_kernel_check(model) -> dict[str, Any]:
                                "WebGPU coverage is not checked statically: ops without a WebGPU kernel run on the CPU"}
 
 
+def write_ort_format(model: Path) -> Path:
+    """Write <stem>.ort beside the ONNX: onnxruntime's ORT format, graph optimized at the 'extended' level.
+
+    'extended' fusions are platform independent; 'all' would bake in x86 NCHWc layouts the WASM build lacks.
+    """
+    import onnxruntime
+
+    target = model.with_suffix(".ort")
+    session_options = onnxruntime.SessionOptions()
+    session_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    session_options.optimized_model_filepath = str(target)
+    session_options.add_session_config_entry("session.save_model_format", "ORT")
+    try:
+        onnxruntime.InferenceSession(str(model), session_options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ConversionError(f"onnx-web: writing the ORT format of {model.name} failed: {exc}") from exc
+    return target
+
+
 def _copy_runtime(dist: Path, web_dir: Path, backends: set[str]) -> list[Path]:
     written = []
     for backend in sorted(backends):
@@ -155,9 +174,16 @@ def convert_onnx_web(source: Path, options: ConvertOptions) -> Artifact:
     onnx.save(model, str(out))
     sidecar = write_sidecar(out, record)
     files = _copy_runtime(dist, web_dir, {"wasm", backend})
-    manifest = _update_manifest(web_dir, {"file": out.name, "record": sidecar.name, "precision": precision,
-                                          "backend": backend, "sha256": sha256_file(out),
-                                          "size_bytes": out.stat().st_size}, ort_version)
+    entry = {"file": out.name, "record": sidecar.name, "precision": precision, "backend": backend,
+             "sha256": sha256_file(out), "size_bytes": out.stat().st_size}
+    if options.ort_format:
+        ort_file = write_ort_format(out)
+        say(f"onnx-web: wrote {ort_file.name} (ORT format; the page loads it with ?format=ort)")
+        entry["ort_file"] = ort_file.name
+        files.append(ort_file)
+    else:
+        out.with_suffix(".ort").unlink(missing_ok=True)  # a stale one from an earlier conversion
+    manifest = _update_manifest(web_dir, entry, ort_version)
     say(f"onnx-web: wrote {web_dir}/ ({out.name} {out.stat().st_size / 1e6:.1f} MB for {backend}, index.html, "
         f"onnxruntime-web {ort_version}); open it with: edgeport serve-web {web_dir}")
     return Artifact(path=out, record=record, extra_files=(sidecar_path(out), manifest, *files))

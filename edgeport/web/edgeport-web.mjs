@@ -444,7 +444,7 @@ async function chooseModel(manifest, wanted) {
 }
 
 export class EdgeportDetector {
-  /** Open the model of a web folder (base URL of edgeport-web.json). options: {backend, model, threads, nms}. */
+  /** Open the model of a web folder (base URL of edgeport-web.json). options: {backend, model, format, threads, nms}. */
   static async open(base, options = {}) {
     const manifest = await (await fetch(new URL("edgeport-web.json", base))).json();
     const { model, backend } = await chooseModel(manifest, options);
@@ -455,10 +455,12 @@ export class EdgeportDetector {
     const threads = isolated ? (options.threads || Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
     ort.env.wasm.numThreads = threads;
     ort.env.wasm.wasmPaths = new URL("./", base).href;
-    const session = await ort.InferenceSession.create(new URL(model.file, base).href, {
+    const file = options.format === "ort" ? model.ort_file : model.file;
+    if (!file) throw new Error(`${model.file} has no .ort version here; convert with --ort-format`);
+    const session = await ort.InferenceSession.create(new URL(file, base).href, {
       executionProviders: [backend], graphOptimizationLevel: "all",
     });
-    return new EdgeportDetector(ort, session, record, { model: model.file, precision: model.precision, backend,
+    return new EdgeportDetector(ort, session, record, { model: file, precision: model.precision, backend,
                                                         threads, crossOriginIsolated: isolated,
                                                         onnxruntimeWeb: ort.env.versions?.web }, options.nms);
   }
@@ -535,6 +537,7 @@ async function startPage() {
   let detector;
   const ready = EdgeportDetector.open(base, {
     backend: params.get("backend") || undefined, model: params.get("model") || undefined,
+    format: params.get("format") || undefined,
     threads: Number(params.get("threads")) || undefined,
   }).then((d) => {
     detector = d;

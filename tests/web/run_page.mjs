@@ -1,6 +1,6 @@
 // Drive an edgeport onnx-web page in headless Chromium (playwright-core) and print JSON results.
 //
-// usage: node run_page.mjs '{"page": URL, "images": [URL...], "benchmark": {"runs": 30, "warmup": 5}}'
+// usage: node run_page.mjs '{"page": URL, "images": [URL...], "benchmark": {"runs": 30, "warmup": 5}, "webgpu": false}'
 // Prints {"info": ..., "results": [...], "benchmark": ...}; a page error ends with exit status 1.
 import { createRequire } from "node:module";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -14,7 +14,8 @@ const profile = mkdtempSync(join(tmpdir(), "edgeport-chromium-"));
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: config.chromium || "/usr/bin/chromium",
   headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+  // webgpu: Chromium's software WebGPU adapter (SwiftShader) instead of no GPU at all
+  args: ["--no-sandbox", ...(config.webgpu ? ["--enable-unsafe-webgpu"] : ["--disable-gpu"]), "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"],
 });
 let status = 0;

@@ -34,9 +34,9 @@ IMAGES = ("val_0000", "val_0001", "val_0002", "val_0003", "val_0004", "val_0005"
 
 @pytest.fixture(scope="session")
 def web_root(tmp_path_factory, sample_model, val_images) -> Path:
-    """A served folder: the onnx-web conversion of the bundled model (fp32) and the chosen val images."""
+    """A served folder: the onnx-web conversion of the bundled model (fp32, with .ort) and the chosen val images."""
     root = tmp_path_factory.mktemp("onnx_web")
-    convert(sample_model, "onnx-web", ConvertOptions(out_dir=root))
+    convert(sample_model, "onnx-web", ConvertOptions(out_dir=root, ort_format=True))
     (root / "images").mkdir()
     for path in val_images:
         if path.stem in IMAGES:
@@ -45,14 +45,14 @@ def web_root(tmp_path_factory, sample_model, val_images) -> Path:
 
 
 def run_page(root: Path, folder: str, query: str, images: list[str], isolated: bool,
-             benchmark: dict | None = None) -> dict:
+             benchmark: dict | None = None, webgpu: bool = False) -> dict:
     """Serve root, open FOLDER/index.html?QUERY in headless Chromium, detect on images; the page's JSON."""
     chromium = require_program("chromium")
     modules = node_modules()
     server, base = serve_in_background(root, isolated=isolated)
     try:
         config = {"page": f"{base}{folder}/index.html?{query}", "images": [base + i for i in images],
-                  "chromium": chromium, "benchmark": benchmark}
+                  "chromium": chromium, "benchmark": benchmark, "webgpu": webgpu}
         env = {**os.environ, "PLAYWRIGHT_CORE": str(modules / "playwright-core")}
         done = subprocess.run(["node", str(HERE / "run_page.mjs"), json.dumps(config)], capture_output=True,
                               text=True, timeout=240, env=env)
@@ -94,6 +94,7 @@ def test_web_folder_is_self_contained(web_root):
     manifest = json.loads((folder / MANIFEST).read_text())
     assert [m["precision"] for m in manifest["models"]] == ["fp32"]
     entry = manifest["models"][0]
+    assert (folder / entry["ort_file"]).is_file()
     model = folder / entry["file"]
     record = read_sidecar(model)  # the JSON the page reads, bound to the model by its SHA-256
     assert record is not None and record.target == "onnx-web" and record.decode.kind == "split"
@@ -123,6 +124,38 @@ def test_browser_detections_match_python_runtime(web_root, isolated):
         assert_same_detections(detector.detect(web_root / image), browser, image)
     assert sum(len(r["detections"]) for r in page["results"]) >= 16  # the comparison is not vacuous
     assert all(r["timing"]["inference_ms"] > 0 for r in page["results"])
+
+
+def test_ort_format_model_runs_in_the_browser(web_root):
+    images = ["images/val_0001.jpg", "images/val_0003.jpg"]
+    page = run_page(web_root, "shapes_yolov8n_web", "backend=wasm&format=ort", images, isolated=False)
+    assert page["info"]["model"].endswith(".ort")
+    detector = Detector(web_folder(web_root) / "shapes_yolov8n_fp32.onnx")
+    for image, browser in zip(images, page["results"]):
+        assert_same_detections(detector.detect(web_root / image), browser, image)
+
+
+def test_webgpu_path_of_the_page(web_root, tmp_path):
+    """?backend=webgpu loads onnxruntime-web's WebGPU build and runs the fp32 model on a WebGPU adapter.
+
+    Headless Chromium here has only SwiftShader's software adapter, which lacks shader-f16: the page must
+    choose the fp32 model (an fp16 one needs shader-f16). The WebGPU runtime files, which the converter copies
+    with --fp16, are linked in from the same package.
+    """
+    folder = tmp_path / "web"
+    folder.mkdir()
+    for path in web_folder(web_root).iterdir():
+        (folder / path.name).symlink_to(path)
+    dist = node_modules() / "onnxruntime-web" / "dist"
+    for name in ORT_FILES["webgpu"]:
+        (folder / name).symlink_to(dist / name)
+    (tmp_path / "images").symlink_to(web_root / "images")
+    images = ["images/val_0005.jpg"]  # one image: SwiftShader compiles every shader on the CPU (most of the time)
+    page = run_page(tmp_path, "web", "backend=webgpu", images, isolated=True, webgpu=True)
+    assert page["info"]["backend"] == "webgpu" and page["info"]["precision"] == "fp32"
+    detector = Detector(web_folder(web_root) / "shapes_yolov8n_fp32.onnx")
+    for image, browser in zip(images, page["results"]):
+        assert_same_detections(detector.detect(web_root / image), browser, image)
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
