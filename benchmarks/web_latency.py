@@ -95,6 +95,7 @@ def main() -> None:
         web_dir = convert(sample.model_path(), "onnx-web", ConvertOptions(out_dir=Path(work.name))).path.parent
     manifest = json.loads((web_dir / MANIFEST).read_text())
     rows, python_rows = [], []
+    load_before = os.getloadavg()[0]
     for entry in manifest["models"]:
         if entry["backend"] != "wasm":
             continue  # fp16 is for WebGPU, which headless Chromium without a GPU does not have
@@ -114,12 +115,14 @@ def main() -> None:
     browser_latency = {"schema": "edgeport.browser_latency/1", "measured_on": host,
                        "browser": rows[0]["browser"] if rows else None,
                        "onnxruntime_web": manifest.get("onnxruntime_web"), "image": f"{IMAGE} (640x480)",
-                       "runs": args.runs, "rows": rows}
+                       "runs": args.runs, "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                       "rows": rows}
     (web_dir / BROWSER_LATENCY).write_text(json.dumps(browser_latency, indent=2))
     result = {**browser_latency, "python_onnxruntime": onnxruntime.__version__, "python_rows": python_rows}
 
     print(f"host: {host}; {IMAGE} 640x480, model input 320x320; {args.runs} runs after {args.warmup} warm-up")
-    print(f"browser: {browser_latency['browser']}\n")
+    print(f"browser: {browser_latency['browser']}; 1-min load average before/after: "
+          f"{browser_latency['load_average_1min'][0]} / {browser_latency['load_average_1min'][1]}\n")
     header = f"{'model':<26}{'where':<34}{'threads':>8}{'inference p50/p99':>22}{'end-to-end p50/p99':>22}"
     print(header + "\n" + "-" * len(header))
     for row, python in zip(rows, python_rows):

@@ -1,6 +1,7 @@
 // Drive an edgeport onnx-web page in headless Chromium (playwright-core) and print JSON results.
 //
-// usage: node run_page.mjs '{"page": URL, "images": [URL...], "benchmark": {"runs": 30, "warmup": 5}, "webgpu": false}'
+// usage: node run_page.mjs '{"page": URL, "images": [URL...], "benchmark": {"runs": 30, "warmup": 5}, "webgpu": false,
+//                              "pixels": false}'
 // Prints {"info": ..., "results": [...], "benchmark": ...}; a page error ends with exit status 1.
 import { createRequire } from "node:module";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -28,7 +29,22 @@ try {
   const info = await page.evaluate(() => window.edgeport.ready);
   const results = [];
   for (const image of config.images || []) {
-    results.push(await page.evaluate((url) => window.edgeport.detect(url), image));
+    const result = await page.evaluate((url) => window.edgeport.detect(url), image);
+    if (config.pixels) {  // the decoded RGB pixels (EXIF applied), to compare with the Python decoder
+      result.rgb_b64 = await page.evaluate(async (url) => {
+        const { readPixels } = await import("./edgeport-web.mjs");
+        const { rgba } = await readPixels(url);
+        const chunks = [];
+        for (let i = 0; i < rgba.length; i += 4 * 8192) {
+          const part = rgba.subarray(i, i + 4 * 8192);
+          let text = "";
+          for (let j = 0; j < part.length; j += 4) text += String.fromCharCode(part[j], part[j + 1], part[j + 2]);
+          chunks.push(text);
+        }
+        return btoa(chunks.join(""));
+      }, image);
+    }
+    results.push(result);
   }
   const benchmark = config.benchmark
     ? await page.evaluate(([url, options]) => window.edgeport.benchmark(url, options), [config.images[0], config.benchmark])

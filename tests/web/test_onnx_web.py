@@ -45,14 +45,15 @@ def web_root(tmp_path_factory, sample_model, val_images) -> Path:
 
 
 def run_page(root: Path, folder: str, query: str, images: list[str], isolated: bool,
-             benchmark: dict | None = None, webgpu: bool = False) -> dict:
+             benchmark: dict | None = None, webgpu: bool = False, pixels: bool = False) -> dict:
     """Serve root, open FOLDER/index.html?QUERY in headless Chromium, detect on images; the page's JSON."""
     chromium = require_program("chromium")
     modules = node_modules()
     server, base = serve_in_background(root, isolated=isolated)
     try:
         config = {"page": f"{base}{folder}/index.html?{query}", "images": [base + i for i in images],
-                  "chromium": chromium, "benchmark": benchmark, "webgpu": webgpu}
+                  "chromium": chromium, "benchmark": benchmark, "webgpu": webgpu,
+                  "pixels": pixels}
         env = {**os.environ, "PLAYWRIGHT_CORE": str(modules / "playwright-core")}
         done = subprocess.run(["node", str(HERE / "run_page.mjs"), json.dumps(config)], capture_output=True,
                               text=True, timeout=240, env=env)
@@ -114,7 +115,7 @@ def test_web_folder_is_self_contained(web_root):
 @pytest.mark.parametrize("isolated", [True, False], ids=["threads-coop-coep", "single-thread-plain-server"])
 def test_browser_detections_match_python_runtime(web_root, isolated):
     images = sorted(f"images/{p.name}" for p in (web_root / "images").iterdir())
-    page = run_page(web_root, "shapes_yolov8n_web", "backend=wasm", images, isolated)
+    page = run_page(web_root, "shapes_yolov8n_web", "backend=wasm", images, isolated, pixels=not isolated)
     info = page["info"]
     assert info["backend"] == "wasm" and info["precision"] == "fp32" and info["onnxruntimeWeb"] == "1.30.0"
     assert page["crossOriginIsolated"] is isolated
@@ -122,6 +123,10 @@ def test_browser_detections_match_python_runtime(web_root, isolated):
     detector = Detector(web_folder(web_root) / info["model"])
     for image, browser in zip(images, page["results"]):
         assert_same_detections(detector.detect(web_root / image), browser, image)
+        if "rgb_b64" in browser:  # Chromium's decoding with EXIF orientation against the runtime's (identical here)
+            rgb = detector.load(web_root / image)
+            decoded = np.frombuffer(base64.b64decode(browser["rgb_b64"]), np.uint8).reshape(rgb.shape)
+            assert np.abs(decoded.astype(int) - rgb.astype(int)).max() <= 1, f"{image}: decoded pixels differ"
     assert sum(len(r["detections"]) for r in page["results"]) >= 16  # the comparison is not vacuous
     assert all(r["timing"]["inference_ms"] > 0 for r in page["results"])
 
