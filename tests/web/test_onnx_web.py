@@ -207,7 +207,6 @@ def test_missing_onnxruntime_web_is_one_clear_error(tmp_path, monkeypatch, capsy
 
 
 def test_kernel_check_names_ops_the_wasm_backend_lacks():
-    import onnx
     from onnx import TensorProto, helper
 
     from edgeport.convert.onnx_web_target import cpu_kernel_check
@@ -220,7 +219,15 @@ def test_kernel_check_names_ops_the_wasm_backend_lacks():
     report = cpu_kernel_check(model)
     assert report["ops"] == {"Relu": 1, "com.example.Frobnicate": 1}
     assert len(report["problems"]) == 1 and "com.example.Frobnicate" in report["problems"][0]
-    assert onnx.checker is not None
+    assert report["opsets"] == {"ai.onnx": 17, "com.example": 1}
+
+
+def test_browser_latency_record_is_read_back(tmp_path):
+    from edgeport.web import BROWSER_LATENCY, read_browser_latency
+
+    assert read_browser_latency(tmp_path) is None
+    (tmp_path / BROWSER_LATENCY).write_text(json.dumps({"rows": [{"inference_ms_p50": 12.5}]}))
+    assert read_browser_latency(tmp_path)["rows"][0]["inference_ms_p50"] == 12.5
 
 
 def test_serve_web_refuses_a_folder_without_manifest(tmp_path, capsys):
