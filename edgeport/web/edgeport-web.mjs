@@ -414,7 +414,12 @@ export async function readPixels(source) {
 
 async function loadOrt(backend, base) {
   const file = backend === "webgpu" ? "ort.webgpu.min.mjs" : "ort.wasm.min.mjs";
-  return import(new URL(file, base).href);
+  try {
+    return await import(new URL(file, base).href);
+  } catch (error) {
+    const hint = backend === "webgpu" ? " (the converter copies the WebGPU build with --fp16)" : "";
+    throw new Error(`cannot load onnxruntime-web's ${backend} build ${file} from this folder${hint}: ${error.message}`);
+  }
 }
 
 /** Choose {model, backend}: fp16 on WebGPU with shader-f16, else int8, else fp32 on WASM (or as asked). */

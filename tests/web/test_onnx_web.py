@@ -45,8 +45,12 @@ def web_root(tmp_path_factory, sample_model, val_images) -> Path:
 
 
 def run_page(root: Path, folder: str, query: str, images: list[str], isolated: bool,
-             benchmark: dict | None = None, webgpu: bool = False, pixels: bool = False) -> dict:
-    """Serve root, open FOLDER/index.html?QUERY in headless Chromium, detect on images; the page's JSON."""
+             benchmark: dict | None = None, webgpu: bool = False, pixels: bool = False,
+             expect_failure: bool = False) -> dict:
+    """Serve root, open FOLDER/index.html?QUERY in headless Chromium, detect on images; the page's JSON.
+
+    With expect_failure, assert that the page fails and return {"error": its message}.
+    """
     chromium = require_program("chromium")
     modules = node_modules()
     server, base = serve_in_background(root, isolated=isolated)
@@ -60,6 +64,9 @@ def run_page(root: Path, folder: str, query: str, images: list[str], isolated: b
     finally:
         server.shutdown()
         server.server_close()
+    if expect_failure:
+        assert done.returncode == 1, done.stdout[-3000:]
+        return {"error": done.stderr}
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -161,6 +168,12 @@ def test_webgpu_path_of_the_page(web_root, tmp_path):
     detector = Detector(web_folder(web_root) / "shapes_yolov8n_fp32.onnx")
     for image, browser in zip(images, page["results"]):
         assert_same_detections(detector.detect(web_root / image), browser, image)
+
+
+def test_webgpu_request_without_the_webgpu_build_says_so(web_root):
+    page = run_page(web_root, "shapes_yolov8n_web", "backend=webgpu", [], isolated=True, webgpu=True,
+                    expect_failure=True)
+    assert "cannot load onnxruntime-web's webgpu build" in page["error"] and "--fp16" in page["error"]
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
