@@ -1,7 +1,7 @@
 // Drive an edgeport onnx-web page in headless Chromium (playwright-core) and print JSON results.
 //
 // usage: node run_page.mjs '{"page": URL, "images": [URL...], "benchmark": {"runs": 30, "warmup": 5}, "webgpu": false,
-//                              "pixels": false}'
+//                              "pixels": false, "ui": {"file": LOCAL_IMAGE_PATH}}'
 // Prints {"info": ..., "results": [...], "benchmark": ...}; a page error ends with exit status 1.
 import { createRequire } from "node:module";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -17,7 +17,9 @@ const browser = await chromium.launchPersistentContext(profile, {
   headless: true,
   // webgpu: Chromium's software WebGPU adapter (SwiftShader) instead of no GPU at all
   args: ["--no-sandbox", ...(config.webgpu ? ["--enable-unsafe-webgpu"] : ["--disable-gpu"]), "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
+         "--disable-component-update", "--disable-sync",
+         // a synthetic camera (Chromium's test pattern) and no permission prompt, for the webcam button
+         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
 });
 let status = 0;
 try {
@@ -49,8 +51,24 @@ try {
   const benchmark = config.benchmark
     ? await page.evaluate(([url, options]) => window.edgeport.benchmark(url, options), [config.images[0], config.benchmark])
     : null;
+  let ui = null;
+  if (config.ui) {  // the page as a user drives it: pick a file, then run the webcam for a few frames
+    await page.setInputFiles("#file", config.ui.file);
+    await page.waitForFunction(() => document.getElementById("latency").textContent.includes("inference"));
+    const fileLatency = await page.textContent("#latency");
+    const canvas = await page.evaluate(() => [document.getElementById("view").width, document.getElementById("view").height]);
+    await page.evaluate(() => { window.edgeportFrames = []; new MutationObserver(() =>
+      window.edgeportFrames.push(document.getElementById("latency").textContent)).observe(
+      document.getElementById("latency"), { childList: true, characterData: true, subtree: true }); });
+    await page.click("#webcam");
+    await page.waitForFunction(() => window.edgeportFrames.length >= 3, null, { timeout: 60000 });
+    await page.click("#webcam");
+    const frames = await page.evaluate(() => window.edgeportFrames);
+    const video = await page.evaluate(() => [document.getElementById("view").width, document.getElementById("view").height]);
+    ui = { fileLatency, canvas, frames, video, button: await page.textContent("#webcam") };
+  }
   const [isolated, userAgent] = await page.evaluate(() => [crossOriginIsolated, navigator.userAgent]);
-  process.stdout.write(JSON.stringify({ info, crossOriginIsolated: isolated, userAgent, results, benchmark, logs }));
+  process.stdout.write(JSON.stringify({ info, crossOriginIsolated: isolated, userAgent, results, benchmark, ui, logs }));
 } catch (error) {
   process.stderr.write(`run_page: ${error.message}\n`);
   status = 1;

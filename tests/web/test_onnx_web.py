@@ -46,7 +46,7 @@ def web_root(tmp_path_factory, sample_model, val_images) -> Path:
 
 def run_page(root: Path, folder: str, query: str, images: list[str], isolated: bool,
              benchmark: dict | None = None, webgpu: bool = False, pixels: bool = False,
-             expect_failure: bool = False) -> dict:
+             expect_failure: bool = False, ui: dict | None = None) -> dict:
     """Serve root, open FOLDER/index.html?QUERY in headless Chromium, detect on images; the page's JSON.
 
     With expect_failure, assert that the page fails and return {"error": its message}.
@@ -57,7 +57,7 @@ def run_page(root: Path, folder: str, query: str, images: list[str], isolated: b
     try:
         config = {"page": f"{base}{folder}/index.html?{query}", "images": [base + i for i in images],
                   "chromium": chromium, "benchmark": benchmark, "webgpu": webgpu,
-                  "pixels": pixels}
+                  "pixels": pixels, "ui": ui}
         env = {**os.environ, "PLAYWRIGHT_CORE": str(modules / "playwright-core")}
         done = subprocess.run(["node", str(HERE / "run_page.mjs"), json.dumps(config)], capture_output=True,
                               text=True, timeout=240, env=env)
@@ -150,6 +150,18 @@ def test_browser_detections_match_python_runtime(web_root, isolated):
             assert np.abs(decoded.astype(int) - rgb.astype(int)).max() <= 1, f"{image}: decoded pixels differ"
     assert sum(len(r["detections"]) for r in page["results"]) >= 16  # the comparison is not vacuous
     assert all(r["timing"]["inference_ms"] > 0 for r in page["results"])
+
+
+def test_page_runs_a_picked_image_and_the_webcam(web_root):
+    """The page as a user drives it: the file picker, then the webcam (Chromium's synthetic camera)."""
+    image = web_root / "images" / "val_0001.jpg"  # EXIF orientation 6: the drawing is in display orientation
+    page = run_page(web_root, "shapes_yolov8n_web", "", [], isolated=True, ui={"file": str(image)})
+    ui = page["ui"]
+    python = Detector(web_folder(web_root) / "shapes_yolov8n_fp32.onnx").detect(image)
+    assert ui["fileLatency"].startswith(f"{len(python)} detections — inference")
+    assert ui["canvas"] == [python.image_hw[1], python.image_hw[0]]  # boxes drawn over the rotated image
+    assert len(ui["frames"]) >= 3 and all("inference" in frame for frame in ui["frames"])
+    assert ui["video"] != ui["canvas"] and ui["button"] == "Start webcam"  # camera frames drawn, then stopped
 
 
 def test_ort_format_model_runs_in_the_browser(web_root):
