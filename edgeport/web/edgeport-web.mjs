@@ -409,7 +409,7 @@ export async function readPixels(source) {
   context.drawImage(bitmap, 0, 0);
   const rgba = context.getImageData(0, 0, width, height).data;
   if (owned) bitmap.close();
-  return { rgba, width, height, bitmap: owned ? null : bitmap };
+  return { rgba, width, height };
 }
 
 async function loadOrt(backend, base) {
