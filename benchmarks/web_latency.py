@@ -107,7 +107,8 @@ def main() -> None:
                                                           "end_to_end_ms_p99")},
                          "browser": row["browser"], "onnxruntime_web": row["onnxruntimeWeb"]})
             python = python_run(web_dir / entry["file"], threads, args.runs, args.warmup)
-            python_rows.append({"model": entry["file"], "precision": entry["precision"], "backend": "onnxruntime (Python)",
+            python_rows.append({"model": entry["file"], "precision": entry["precision"],
+                                "backend": "onnxruntime (Python)",
                                 **{k: round(v, 3) if isinstance(v, float) else v for k, v in python.items()}})
     import onnxruntime
 
@@ -126,7 +127,7 @@ def main() -> None:
     header = f"{'model':<26}{'where':<34}{'threads':>8}{'inference p50/p99':>22}{'end-to-end p50/p99':>22}"
     print(header + "\n" + "-" * len(header))
     for row, python in zip(rows, python_rows):
-        for label, r in ((f"Chromium, onnxruntime-web wasm", row), ("Python onnxruntime", python)):
+        for label, r in (("Chromium, onnxruntime-web wasm", row), ("Python onnxruntime", python)):
             print(f"{row['model']:<26}{label:<34}{r['threads']:>8}"
                   f"{r['inference_ms_p50']:>12.2f}/{r['inference_ms_p99']:<9.2f}"
                   f"{r['end_to_end_ms_p50']:>12.2f}/{r['end_to_end_ms_p99']:<9.2f}")

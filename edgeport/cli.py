@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8: when --max-drop is missed, keep the most sensitive layers in int16 until it holds")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--ort-web-dir", type=Path, default=None,
-                   help="onnx-web: onnxruntime-web's package folder (default: $EDGEPORT_ORT_WEB_DIR, else node_modules)")
+                   help="onnx-web: onnxruntime-web's package folder "
+                   "(default: $EDGEPORT_ORT_WEB_DIR, else node_modules)")
     p.add_argument("--ort-format", action="store_true",
                    help="onnx-web: also write the model in onnxruntime's .ort format (the page: ?format=ort)")
     p.set_defaults(func=cmd_convert)

@@ -34,9 +34,16 @@ IMAGES = ("val_0000", "val_0001", "val_0002", "val_0003", "val_0004", "val_0005"
 
 @pytest.fixture(scope="session")
 def web_root(tmp_path_factory, sample_model, val_images) -> Path:
-    """A served folder: the onnx-web conversion of the bundled model (fp32, with .ort) and the chosen val images."""
+    """A served folder: the onnx-web conversion of the bundled model (fp32, with .ort) and the chosen val images.
+
+    Made through the CLI, with onnxruntime-web named by --ort-web-dir.
+    """
+    from edgeport.cli import main
+
     root = tmp_path_factory.mktemp("onnx_web")
-    convert(sample_model, "onnx-web", ConvertOptions(out_dir=root, ort_format=True))
+    status = main(["convert", str(sample_model), "--target", "onnx-web", "--out", str(root), "--ort-format",
+                   "--ort-web-dir", str(node_modules() / "onnxruntime-web")])
+    assert status == 0
     (root / "images").mkdir()
     for path in val_images:
         if path.stem in IMAGES:
