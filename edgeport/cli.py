@@ -61,7 +61,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
                              command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say, precision=precision,
                              io=args.io, data=args.data, calibration_images=args.calibration_images,
                              calibration_dir=args.calibration_dir, calibration_method=args.calibration_method,
-                             max_drop=args.max_drop, fallback=args.fallback)
+                             max_drop=args.max_drop, fallback=args.fallback, ort_web_dir=args.ort_web_dir,
+                             ort_format=args.ort_format)
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
     from edgeport.evaluate.dataset import is_data_yaml
@@ -120,6 +121,23 @@ def cmd_detect(args: argparse.Namespace) -> int:
             out = args.save_dir / (Path(image).stem + ".jpg")
             cv2.imwrite(str(out), draw(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), detections))
     return 1 if failed else 0
+
+
+def cmd_serve_web(args: argparse.Namespace) -> int:
+    from edgeport.errors import ModelNotFoundError
+    from edgeport.web import MANIFEST
+    from edgeport.web.serve import make_server
+
+    if not (args.directory / MANIFEST).is_file():
+        raise ModelNotFoundError(f"{args.directory} is not an onnx-web folder (no {MANIFEST}); "
+                                 "make one with `edgeport convert MODEL --target onnx-web`")
+    server = make_server(args.directory, args.port, args.host, args.isolated)
+    _say(f"serving {args.directory} at http://{args.host}:{server.server_port}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -197,7 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback", action="store_true",
                    help="int8: when --max-drop is missed, keep the most sensitive layers in int16 until it holds")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--ort-web-dir", type=Path, default=None,
+                   help="onnx-web: onnxruntime-web's package folder "
+                   "(default: $EDGEPORT_ORT_WEB_DIR, else node_modules)")
+    p.add_argument("--ort-format", action="store_true",
+                   help="onnx-web: also write the model in onnxruntime's .ort format (the page: ?format=ort)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("serve-web", help="serve an onnx-web folder on loopback (threads enabled)",
+                       description="Serve an `--target onnx-web` folder over HTTP with the MIME types ES modules and "
+                       "WebAssembly need and the cross-origin isolation headers that enable wasm threads.")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--no-isolation", dest="isolated", action="store_false",
+                   help="omit the COOP/COEP headers (the page then runs single-threaded)")
+    p.set_defaults(func=cmd_serve_web)
 
     p = sub.add_parser("calibrate", help="sample a representative calibration set (cached)",
                        description="Sample a calibration set from a DATA.yaml (class-balanced from labels), an "

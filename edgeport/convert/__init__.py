@@ -18,6 +18,7 @@ TARGETS: dict[str, str] = {
     "onnx": "edgeport.convert.onnx_target:convert_onnx",
     "tflite": "edgeport.convert.tflite_target:convert_tflite",
     "edgetpu": "edgeport.convert.edgetpu_target:convert_edgetpu",
+    "onnx-web": "edgeport.convert.onnx_web_target:convert_onnx_web",
 }
 
 
@@ -39,6 +40,8 @@ class ConvertOptions:
     max_drop: float | None = None  # points of mAP50-95 the artifact may lose against the float model
     fallback: bool = False  # int8: keep the most sensitive layers in int16 until max_drop holds
     progress: Callable[[str], None] | None = None  # called with one line per step
+    ort_web_dir: Path | None = None  # onnx-web: onnxruntime-web's package or dist folder (else env, node_modules)
+    ort_format: bool = False  # onnx-web: also write the model in onnxruntime's .ort format
 
 
 @dataclass(frozen=True)
