@@ -94,6 +94,15 @@ PRECISIONS = ("fp32", "fp16", "int8")
 SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8"}
 
 
+def check_precision(target: str, options: ConvertOptions) -> None:
+    """Raise ConversionError, before any work, for a precision `target` lacks or int8 without data."""
+    if options.precision not in PRECISIONS:
+        raise ConversionError(f"{target}: unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if options.precision == "int8" and options.data is None:
+        raise ConversionError(f"{target}: --int8 needs representative images: pass --data DATA.yaml, an image "
+                              "folder or a video")
+
+
 def float_model(source: Path, options: ConvertOptions):
     """The float split-head ModelProto of a .pt or Ultralytics ONNX; returns (model, names)."""
     try:
@@ -161,9 +170,6 @@ def reduced_precision(model, names, source: Path, options: ConvertOptions, targe
         say(f"{target}: converting weights and compute to float16 (input and outputs stay float32)")
         return onnx_quant.to_fp16(model), {**provenance(source, options.command), "io": "float32",
                                            "compute": "float16"}
-    if options.data is None:
-        raise ConversionError(f"{target}: --int8 needs representative images: pass --data DATA.yaml, an image "
-                              "folder or a video")
     from edgeport.calibration import build_calibration_set, describe_coverage
 
     size = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][2]
@@ -186,8 +192,7 @@ def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:
     record embedded; return the Artifact."""
     from edgeport.convert import onnx_quant
 
-    if options.precision not in PRECISIONS:
-        raise ConversionError(f"onnx: unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision("onnx", options)
     say = options.progress or (lambda line: None)
     model, names = float_model(source, options)
     if options.precision == "fp32":

@@ -10,9 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeport.convert import Artifact, ConvertOptions
-from edgeport.errors import ConversionError
-
-PRECISIONS = ("fp32", "fp16", "int8")
 PROXY_LABEL = {
     "fp32": "the fp32 ONNX TensorRT builds the engine from, run in onnxruntime (CPU)",
     "fp16": "the fp16 ONNX TensorRT builds the engine from, run in onnxruntime (CPU)",
@@ -23,12 +20,11 @@ PROXY_LABEL = {
 def convert_tensorrt(source: Path, options: ConvertOptions) -> Artifact:
     """Write DIR/<stem>_trt_<precision>.onnx with its record embedded; return the Artifact."""
     from edgeport.convert import onnx_quant
-    from edgeport.convert.onnx_target import float_model, reduced_precision, save_with_record, split_record
+    from edgeport.convert.onnx_target import (check_precision, float_model, reduced_precision, save_with_record,
+                                              split_record)
     from edgeport.convert.provenance import provenance
 
-    if options.precision not in PRECISIONS:
-        raise ConversionError(f"tensorrt: unknown precision {options.precision!r}; choose one of "
-                              f"{', '.join(PRECISIONS)}")
+    check_precision("tensorrt", options)
     say = options.progress or (lambda line: None)
     model, names = float_model(source, options)
     if options.precision == "fp32":
