@@ -39,6 +39,7 @@ class FakeTensorRT:
 
     class BuilderFlag(enum.Enum):
         FP16 = "fp16"
+        INT8 = "int8"
         GPU_FALLBACK = "gpu_fallback"
 
     class MemoryPoolType(enum.Enum):
@@ -175,6 +176,15 @@ class FakeTensorRT:
         return Runtime()
 
 
+class FakeTensorRT8(FakeTensorRT):
+    """TensorRT 8.x (JetPack 5, JetPack 6.0): no strongly typed networks, explicit batch needed."""
+
+    __version__ = "8.6.2-fake"
+
+    class NetworkDefinitionCreationFlag(enum.IntEnum):
+        EXPLICIT_BATCH = 0
+
+
 class FakeMemory:
     """Device memory as host byte buffers, with the copies counted."""
 
@@ -264,12 +274,15 @@ def test_build_refuses_what_the_onnx_cannot_give(onnx_artifact, ultralytics_onnx
     assert not (tmp_path / "c.engine").exists()
 
 
-def _fake_trtexec(folder: Path, exit_code: int = 0) -> Path:
+def _fake_trtexec(folder: Path, exit_code: int = 0, strongly_typed: bool = True) -> Path:
     """A trtexec stand-in: logs its arguments and writes the engine named by --saveEngine."""
     script = folder / "trtexec"
     script.write_text(f"""#!{sys.executable}
 import sys
 args = sys.argv[1:]
+if args == ['--help']:
+    print('  --fp16  Enable fp16 precision' + ({strongly_typed!r} and '  --stronglyTyped  Create a strongly typed network' or ''))
+    sys.exit(0)
 open({str(folder / 'args.json')!r}, 'w').write(__import__('json').dumps(args))
 if {exit_code}:
     print('[E] Error[4]: network has no outputs'); sys.exit({exit_code})
@@ -297,6 +310,21 @@ def test_trtexec_fallback_when_the_python_api_is_absent(trt_onnx, tmp_path, monk
     assert trtexec_command(str(trtexec), Path("m.onnx"), Path("m.engine"),
                            plan_build(record, EngineOptions(precision="fp16")), EngineOptions()) == [
         str(trtexec), "--onnx=m.onnx", "--saveEngine=m.engine", "--skipInference", "--stronglyTyped"]
+
+
+def test_tensorrt_8_builds_qdq_with_the_int8_flag(trt_onnx, tmp_path, monkeypatch):
+    trt = FakeTensorRT8()
+    _, record = build_engine(trt_onnx["int8"], tmp_path / "py.engine", tensorrt_module=trt)
+    assert trt.builds[-1]["network_flags"] == 1 << 0  # EXPLICIT_BATCH
+    assert trt.builds[-1]["config"].flags == {trt.BuilderFlag.INT8}
+    assert record.provenance["engine"]["int8_flag"] and not record.provenance["engine"]["strongly_typed"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_trtexec(bin_dir, strongly_typed=False)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    build_engine(trt_onnx["int8"], tmp_path / "cli.engine", EngineOptions(builder="trtexec"))
+    args = json.loads((bin_dir / "args.json").read_text())
+    assert "--int8" in args and "--stronglyTyped" not in args
 
 
 def test_trtexec_failure_and_missing_tensorrt(trt_onnx, tmp_path, monkeypatch):

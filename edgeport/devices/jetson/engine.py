@@ -39,8 +39,9 @@ class EngineOptions:
 class BuildPlan:
     """The decisions a build makes from the ONNX record and the options (the same for both builders)."""
 
-    strongly_typed: bool  # the network keeps the ONNX's own types (fp16 weights, QDQ int8)
-    fp16_flag: bool  # weakly typed fp32 ONNX: allow fp16 kernels
+    strongly_typed: bool  # the network keeps the ONNX's own types (fp16 weights, QDQ int8); TensorRT >= 9
+    fp16_flag: bool  # weakly typed: allow fp16 kernels
+    int8_flag: bool  # weakly typed QDQ graph (TensorRT 8.x explicit quantization)
     precision: str  # what the engine runs: fp32, fp16, int8
 
 
@@ -56,8 +57,12 @@ def onnx_record(onnx_path: Path) -> ArtifactRecord:
     return ArtifactRecord.from_dict(json.loads(meta[METADATA_KEY]), where=str(onnx_path))
 
 
-def plan_build(record: ArtifactRecord, options: EngineOptions) -> BuildPlan:
-    """Decide typing and flags; raises ConversionError for a request the ONNX cannot honour."""
+def plan_build(record: ArtifactRecord, options: EngineOptions, strongly_typed_available: bool = True) -> BuildPlan:
+    """Decide typing and flags; raises ConversionError for a request the ONNX cannot honour.
+
+    TensorRT 8.x (JetPack 5, JetPack 6.0) has no strongly typed networks: there a QDQ ONNX is
+    built with the INT8 flag (explicit quantization) and an fp16 ONNX with the FP16 flag.
+    """
     if options.precision not in (None, "fp16", "int8"):
         raise ConversionError(f"build-engine: unknown precision {options.precision!r}; use --fp16 or --int8")
     if options.precision == "int8" and record.precision != "int8":
@@ -68,9 +73,12 @@ def plan_build(record: ArtifactRecord, options: EngineOptions) -> BuildPlan:
     if options.dla_core is not None and options.dla_core < 0:
         raise ConversionError(f"build-engine: --dla-core must be 0 or more, got {options.dla_core}")
     if record.precision in ("fp16", "int8"):  # the ONNX's own types decide; DLA falls back to the GPU per layer
-        return BuildPlan(strongly_typed=True, fp16_flag=False, precision=record.precision)
+        if strongly_typed_available:
+            return BuildPlan(strongly_typed=True, fp16_flag=False, int8_flag=False, precision=record.precision)
+        return BuildPlan(strongly_typed=False, fp16_flag=record.precision == "fp16" or options.dla_core is not None,
+                         int8_flag=record.precision == "int8", precision=record.precision)
     fp16 = options.precision == "fp16" or options.dla_core is not None  # DLA has no fp32 kernels
-    return BuildPlan(strongly_typed=False, fp16_flag=fp16, precision="fp16" if fp16 else "fp32")
+    return BuildPlan(strongly_typed=False, fp16_flag=fp16, int8_flag=False, precision="fp16" if fp16 else "fp32")
 
 
 def trtexec_command(trtexec: str, onnx_path: Path, engine: Path, plan: BuildPlan, options: EngineOptions) -> list[str]:
@@ -80,6 +88,8 @@ def trtexec_command(trtexec: str, onnx_path: Path, engine: Path, plan: BuildPlan
         command.append("--stronglyTyped")
     if plan.fp16_flag:
         command.append("--fp16")
+    if plan.int8_flag:
+        command.append("--int8")
     if options.workspace_mb:
         command.append(f"--memPoolSize=workspace:{int(options.workspace_mb)}M")
     if options.timing_cache:
@@ -94,7 +104,11 @@ def build_with_python_api(trt: Any, onnx_path: Path, plan: BuildPlan, options: E
     """Parse the ONNX and build the serialized engine with the TensorRT module `trt`."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    creation = trt.NetworkDefinitionCreationFlag
+    if plan.strongly_typed:
+        flags = 1 << int(creation.STRONGLY_TYPED)
+    else:  # TensorRT 8.x parses ONNX only into explicit-batch networks (implied from 10 on)
+        flags = 1 << int(creation.EXPLICIT_BATCH) if hasattr(creation, "EXPLICIT_BATCH") else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
@@ -103,6 +117,8 @@ def build_with_python_api(trt: Any, onnx_path: Path, plan: BuildPlan, options: E
     config = builder.create_builder_config()
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    if plan.int8_flag:
+        config.set_flag(trt.BuilderFlag.INT8)
     if options.workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
     if options.dla_core is not None:
@@ -152,11 +168,12 @@ def build_engine(onnx_path: str | Path, engine: str | Path | None = None, option
         raise ConversionError(f"build-engine: ONNX not found: {onnx_path}")
     engine = Path(engine) if engine else onnx_path.with_suffix(".engine")
     record = onnx_record(onnx_path)
-    plan = plan_build(record, options)
+    plan_build(record, options)  # refuse a bad request before looking for TensorRT
     trt = tensorrt_module if tensorrt_module is not None else (
         None if options.builder == "trtexec" else _import_tensorrt())
     engine.parent.mkdir(parents=True, exist_ok=True)
     if trt is not None:
+        plan = plan_build(record, options, hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"))
         engine.write_bytes(build_with_python_api(trt, onnx_path, plan, options, say))
         builder, version = "tensorrt python api", str(getattr(trt, "__version__", "unknown"))
     else:
@@ -165,6 +182,8 @@ def build_engine(onnx_path: str | Path, engine: str | Path | None = None, option
         trtexec = find_trtexec()
         if trtexec is None:
             raise TensorRTMissingError("neither TensorRT's Python module (tensorrt) nor trtexec is installed")
+        helps = run([trtexec, "--help"], capture_output=True, text=True)
+        plan = plan_build(record, options, "--stronglyTyped" in (helps.stdout + helps.stderr))
         command = trtexec_command(trtexec, onnx_path, engine, plan, options)
         say("build-engine: " + " ".join(command))
         result = run(command, capture_output=True, text=True)
@@ -187,7 +206,7 @@ def _engine_record(record: ArtifactRecord, onnx_path: Path, engine: Path, plan: 
         shutil.copy(onnx_path, proxy)
     prov = {**record.provenance,
             "engine": {"builder": builder, "tensorrt": version, "strongly_typed": plan.strongly_typed,
-                       "fp16_flag": plan.fp16_flag, "workspace_mb": options.workspace_mb,
+                       "fp16_flag": plan.fp16_flag, "int8_flag": plan.int8_flag, "workspace_mb": options.workspace_mb,
                        "dla_core": options.dla_core, "timing_cache": str(options.timing_cache or "") or None,
                        "onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path)},
             "proxy": {"artifact": proxy.name,
