@@ -150,3 +150,17 @@ def test_onnx_int8_needs_data_and_known_precision(sample_model, tmp_path):
         convert(sample_model, "onnx", ConvertOptions(out_dir=tmp_path, precision="dynamic"))
     with pytest.raises(ConversionError, match="unknown precision"):
         convert(sample_model, "tensorrt", ConvertOptions(out_dir=tmp_path, precision="dynamic"))
+
+
+def test_cli_int8_ends_with_both_accuracy_rows(sample_model, val16_data, tmp_path, capsys):
+    from edgeport.cli import main
+
+    code = main(["convert", str(sample_model), "--target", "onnx", "--int8", "--data", str(val16_data), "--n", "16",
+                 "--out", str(tmp_path), "--max-drop", "3"])
+    captured = capsys.readouterr()
+    assert code == 0
+    lines = captured.out.splitlines()
+    assert lines[0] == str(tmp_path / "shapes_yolov8n_int8.onnx")  # quantizer chatter stays off stdout
+    rows = {row["precision"]: row for row in json.loads((tmp_path / "report.json").read_text())}
+    assert set(rows) == {"fp32", "int8"} and rows["int8"]["calibration"].startswith("percentile")
+    assert rows["int8"]["drop_map50_95"] < 3 and rows["int8"]["size_bytes"] < rows["fp32"]["size_bytes"] / 3
