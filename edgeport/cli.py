@@ -23,7 +23,7 @@ def _say(line: str) -> None:
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
-                        help="force a backend (onnxruntime, litert, edgetpu); default: by file type")
+                        help="force a backend (onnxruntime, litert, edgetpu, tensorrt); default: by file type")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: every core)")
     parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
     parser.add_argument("--device", default=None,
@@ -193,8 +193,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-QUICKSTART_TARGETS = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"),
-                      ("tflite", "int8"))
+QUICKSTART_TARGETS = (("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16"),
+                      ("tflite", "dynamic"), ("tflite", "int8"))
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
