@@ -97,10 +97,10 @@ def main() -> None:
     print(f"host: {result['host']}; providers {', '.join(result['providers'])}; threads {args.threads}; "
           f"{args.runs} runs; ms p50/p99; drop in points of mAP50-95 against onnx fp32\n")
     header = (f"{'artifact':<36}{'MB':>6}{'mAP50-95':>10}{'mAP50':>8}{'drop':>7}  "
-              + "".join(f"{stage:>14}" for stage in STAGES) + f"{'invoke vs fp32':>16}")
+              + "".join(f"{stage:>16}" for stage in STAGES) + f"{'invoke vs fp32':>16}")
     print(header + "\n" + "-" * len(header))
     for row in rows:
-        cells = "".join(f"{'%.2f/%.2f' % row['latency_ms_p50_p99'][stage]:>14}" for stage in STAGES)
+        cells = "".join(f"{'%.2f/%.2f' % row['latency_ms_p50_p99'][stage]:>16}" for stage in STAGES)
         print(f"{row['artifact']:<36}{row['size_mb']:>6.1f}{row['map50_95']:>10.4f}{row['map50']:>8.4f}"
               f"{row['drop_points']:>7.2f}  {cells}{speedups[row['artifact']]:>15.2f}x")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -150,6 +150,9 @@ def test_onnx_int8_needs_data_and_known_precision(sample_model, tmp_path):
         convert(sample_model, "onnx", ConvertOptions(out_dir=tmp_path, precision="dynamic"))
     with pytest.raises(ConversionError, match="unknown precision"):
         convert(sample_model, "tensorrt", ConvertOptions(out_dir=tmp_path, precision="dynamic"))
+    with pytest.raises(ConversionError, match="--fallback .* tflite target only"):
+        convert(sample_model, "onnx", ConvertOptions(out_dir=tmp_path, precision="int8", data=tmp_path,
+                                                     fallback=True, max_drop=1.0))
 
 
 def test_cli_int8_ends_with_both_accuracy_rows(sample_model, val16_data, tmp_path, capsys):
