@@ -139,15 +139,23 @@ def float_model(source: Path, options: ConvertOptions):
     return model, names
 
 
+def _graph_spec(value_info) -> TensorSpec:
+    """TensorSpec of a graph input/output as the file declares it (name, static shape, dtype)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    tensor = value_info.type.tensor_type
+    return TensorSpec(value_info.name, tuple(d.dim_value for d in tensor.shape.dim),
+                      np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)).name)
+
+
 def split_record(model, names: tuple[str, ...], target: str, precision: str, prov: dict) -> ArtifactRecord:
-    """The record of a split-head ONNX: float32 input and outputs (fp16 and QDQ models keep float I/O)."""
-    in_dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    anchors = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim][1]
+    """The record of a split-head ONNX, its tensors' dtypes read from the graph itself (fp16 and QDQ
+    models keep float32 input and outputs)."""
+    inp = _graph_spec(model.graph.input[0])
+    outputs = {o.name: _graph_spec(o) for o in model.graph.output}
     return ArtifactRecord(
-        names=tuple(names), imgsz=(in_dims[2], in_dims[3]), layout="NCHW",
-        inputs=(TensorSpec(model.graph.input[0].name, tuple(in_dims), "float32"),),
-        outputs=(TensorSpec("boxes", (1, anchors, 4), "float32"),
-                 TensorSpec("scores", (1, anchors, len(names)), "float32")),
+        names=tuple(names), imgsz=(inp.shape[2], inp.shape[3]), layout="NCHW", inputs=(inp,),
+        outputs=(outputs["boxes"], outputs["scores"]),
         preprocess=Preprocess(), decode=Decode(kind="split", boxes="boxes", scores="scores",
                                                box_format="xyxy", normalized=True),
         target=target, precision=precision, provenance=prov)
@@ -164,7 +172,7 @@ def save_with_record(model, record: ArtifactRecord, out: Path) -> None:
     onnx.save(model, str(out))
 
 
-def reduced_precision(model, names, source: Path, options: ConvertOptions, target: str, profile):
+def reduced_precision(model, source: Path, options: ConvertOptions, target: str, profile):
     """fp16 or int8 (QDQ, `profile`) version of the float split-head model; returns (model, provenance)."""
     from edgeport.convert import onnx_quant
 
@@ -201,7 +209,7 @@ def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:
     if options.precision == "fp32":
         prov = provenance(source, options.command)
     else:
-        model, prov = reduced_precision(model, names, source, options, "onnx", onnx_quant.CPU)
+        model, prov = reduced_precision(model, source, options, "onnx", onnx_quant.CPU)
     record = split_record(model, names, "onnx", options.precision, prov)
     out = options.out_dir / f"{options.name or source.stem}{SUFFIX[options.precision]}.onnx"
     save_with_record(model, record, out)

@@ -30,7 +30,7 @@ def convert_tensorrt(source: Path, options: ConvertOptions) -> Artifact:
     if options.precision == "fp32":
         prov = provenance(source, options.command)
     else:
-        model, prov = reduced_precision(model, names, source, options, "tensorrt", onnx_quant.TENSORRT)
+        model, prov = reduced_precision(model, source, options, "tensorrt", onnx_quant.TENSORRT)
     out = options.out_dir / f"{options.name or source.stem}_trt_{options.precision}.onnx"
     flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[options.precision]
     prov = {**prov, "proxy": {"artifact": out.name, "label": PROXY_LABEL[options.precision]},
