@@ -23,11 +23,14 @@ def _say(line: str) -> None:
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
-                        help="force a backend (onnxruntime, litert, edgetpu); default: by file type")
+                        help="force a backend (onnxruntime, litert, edgetpu, tensorrt); default: by file type")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: every core)")
     parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
     parser.add_argument("--device", default=None,
                         help="Edge TPU device for *_edgetpu.tflite: usb, usb:N, pci or pci:N (default: the first)")
+    parser.add_argument("--providers", default=None,
+                        help="onnxruntime execution providers in order of preference, comma-separated: tensorrt, "
+                        "cuda, cpu (or onnxruntime's names); default cpu")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images with more pixels (decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,})")
 
@@ -48,9 +51,16 @@ def _open(args: argparse.Namespace, model: Path, **options):
     """The Detector for detect/evaluate, with the runtime options shared by both."""
     from edgeport.runtime import Detector
 
-    backend_options = {"device": args.device} if args.device else None
+    backend_options = {"device": args.device} if args.device else {}
+    if args.providers:
+        from edgeport.errors import BackendError
+        from edgeport.runtime.backends import backend_for
+
+        if backend_for(model, args.backend).name != "onnxruntime":
+            raise BackendError("--providers chooses onnxruntime execution providers; it applies to .onnx artifacts")
+        backend_options["providers"] = [p for p in args.providers.split(",") if p.strip()]
     return Detector(model, backend=args.backend, threads=args.threads, max_pixels=args.max_pixels,
-                    backend_options=backend_options, **options)
+                    backend_options=backend_options or None, **options)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -79,7 +89,58 @@ def cmd_convert(args: argparse.Namespace) -> int:
                                                               name=args.name, command=options.command,
                                                               progress=_say)).path
     rows = compare([artifact.path], baseline, args.data, threads=args.threads)
+    if args.target == "tensorrt":
+        _say("tensorrt: the row is measured in onnxruntime on the ONNX the engine is built from (the engine's proxy)")
     return _print_report(rows, args.out, args.max_drop)
+
+
+def cmd_jetson_build_engine(args: argparse.Namespace) -> int:
+    from edgeport.devices.jetson.engine import EngineOptions, build_engine
+
+    options = EngineOptions(precision="int8" if args.int8 else "fp16" if args.fp16 else None,
+                            workspace_mb=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core,
+                            builder=args.builder)
+    engine, _ = build_engine(args.onnx, args.out, options, progress=_say)
+    print(engine)
+    return 0
+
+
+def cmd_jetson_csi_pipeline(args: argparse.Namespace) -> int:
+    from edgeport.devices.jetson.camera import csi_pipeline
+
+    print(csi_pipeline(args.sensor_id, args.width, args.height, args.fps, args.flip, args.out_width, args.out_height))
+    return 0
+
+
+def _add_jetson_parser(sub) -> None:
+    jetson = sub.add_parser("jetson", help="NVIDIA Jetson: TensorRT engine build, CSI camera pipeline",
+                            description="Run on the Jetson itself (see edgeport/devices/jetson/README.md).")
+    commands = jetson.add_subparsers(dest="jetson_command", required=True, metavar="COMMAND")
+    p = commands.add_parser("build-engine", help="build a TensorRT engine from `convert --target tensorrt` ONNX",
+                            description="Build a serialized TensorRT engine and its metadata record "
+                            "(<stem>.edgeport.json) with TensorRT's Python API, or trtexec when it is absent.")
+    p.add_argument("onnx", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="engine path (default: the ONNX's name with .engine)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="allow fp16 kernels (fp32 ONNX); fp16 ONNX: its own types")
+    precision.add_argument("--int8", action="store_true", help="int8: requires the int8 QDQ ONNX (strongly typed build)")
+    p.add_argument("--workspace", type=int, default=None, metavar="MB", help="builder workspace limit in MB")
+    p.add_argument("--timing-cache", type=Path, default=None, metavar="FILE",
+                   help="reuse and update a timing cache (faster rebuilds)")
+    p.add_argument("--dla-core", type=int, default=None, metavar="N",
+                   help="build for DLA core N (Xavier/Orin), layers DLA lacks fall back to the GPU")
+    p.add_argument("--builder", choices=("auto", "python", "trtexec"), default="auto",
+                   help="auto: TensorRT's Python API, else trtexec (default)")
+    p.set_defaults(func=cmd_jetson_build_engine)
+    p = commands.add_parser("csi-pipeline", help="print the GStreamer pipeline of a CSI camera (nvarguscamerasrc)")
+    p.add_argument("--sensor-id", type=int, default=0)
+    p.add_argument("--width", type=int, default=1920, help="sensor mode width (default 1920)")
+    p.add_argument("--height", type=int, default=1080, help="sensor mode height (default 1080)")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--flip", type=int, default=0, help="nvvidconv flip-method 0-7")
+    p.add_argument("--out-width", type=int, default=None, help="frame width handed to OpenCV (default: sensor)")
+    p.add_argument("--out-height", type=int, default=None)
+    p.set_defaults(func=cmd_jetson_csi_pipeline)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -150,8 +211,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-QUICKSTART_TARGETS = (("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"),
-                      ("tflite", "int8"))
+QUICKSTART_TARGETS = (("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16"),
+                      ("tflite", "dynamic"), ("tflite", "int8"))
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -199,9 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--name", default=None, help="file stem of the artifact (default: the model's)")
     precision = p.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true", help="tflite: float16 weights")
+    precision.add_argument("--fp16", action="store_true",
+                           help="tflite: float16 weights; onnx, tensorrt: float16 weights and compute, float32 I/O")
     precision.add_argument("--dynamic", action="store_true", help="tflite: dynamic-range int8 (int8 weights)")
-    precision.add_argument("--int8", action="store_true", help="tflite: full-integer int8, calibrated on --data")
+    precision.add_argument("--int8", action="store_true",
+                           help="tflite: full-integer int8; onnx, tensorrt: static int8 QDQ (decode in float); "
+                           "calibrated on --data")
     p.add_argument("--io", choices=("uint8", "int8", "float"), default="uint8",
                    help="int8 input/output type (default uint8: camera frames go in without a float pass)")
     p.add_argument("--data", type=Path, default=None,
@@ -209,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", "--n", dest="calibration_images", type=int, default=300,
                    help="representative images (default 300)")
     p.add_argument("--calibration-dir", type=Path, default=None, help="cache folder for the calibration set")
-    p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default="minmax")
+    p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default=None,
+                   help="default: minmax (tflite), percentile (onnx, tensorrt)")
     p.add_argument("--max-drop", type=float, default=None,
                    help="exit 1 when a written artifact drops more points of mAP50-95 than this")
     p.add_argument("--fallback", action="store_true",
@@ -271,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgeport.daemon.cli import add_parsers as add_daemon_parsers
 
     add_daemon_parsers(sub, _add_runtime_options)
+    _add_jetson_parser(sub)
     return parser
 
 

@@ -137,3 +137,31 @@ def node_modules() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def val16_data(tmp_path_factory, val_images) -> Path:
+    """A DATA.yaml over the first 16 val images (labels found beside them): cheap accuracy checks."""
+    import yaml
+
+    from edgeport.sample import data_yaml
+
+    work = tmp_path_factory.mktemp("val16")
+    (work / "val16.txt").write_text("\n".join(str(p) for p in val_images[:16]) + "\n")
+    names = yaml.safe_load(data_yaml().read_text())["names"]
+    (work / "data.yaml").write_text(yaml.safe_dump({"path": str(work), "val": "val16.txt", "names": names}))
+    return work / "data.yaml"
+
+
+@pytest.fixture(scope="session")
+def onnx_precisions(tmp_path_factory, sample_model, sample_data) -> dict[tuple[str, str], Path]:
+    """(target, precision) -> ONNX: onnx fp16 and int8, tensorrt fp16 and int8 (32 calibration images)."""
+    from edgeport.convert import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("onnx_precisions")
+    artifacts = {}
+    for target, precision in (("onnx", "fp16"), ("onnx", "int8"), ("tensorrt", "fp16"), ("tensorrt", "int8")):
+        options = ConvertOptions(out_dir=out, precision=precision, data=sample_data, calibration_images=32,
+                                 calibration_dir=out / "calib")
+        artifacts[(target, precision)] = convert(sample_model, target, options).path
+    return artifacts

@@ -69,7 +69,8 @@ def test_quickstart_converts_evaluates_and_prints_the_table(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "qs" / "report.json").read_text())
     assert [(row["target"], row["precision"]) for row in rows] == [
-        ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"), ("tflite", "int8")]
+        ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16"),
+        ("tflite", "dynamic"), ("tflite", "int8")]
     assert rows[0]["drop_map50_95"] == 0.0 and all(row["drop_map50_95"] is not None for row in rows)
     for row in rows:
         for key in ("artifact", "target", "precision", "size_bytes", "map50_95", "map50", "drop_map50_95",

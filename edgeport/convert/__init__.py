@@ -19,6 +19,7 @@ TARGETS: dict[str, str] = {
     "tflite": "edgeport.convert.tflite_target:convert_tflite",
     "edgetpu": "edgeport.convert.edgetpu_target:convert_edgetpu",
     "onnx-web": "edgeport.convert.onnx_web_target:convert_onnx_web",
+    "tensorrt": "edgeport.convert.tensorrt_target:convert_tensorrt",
 }
 
 
@@ -31,11 +32,11 @@ class ConvertOptions:
     opset: int = 17
     name: str | None = None  # file stem of the artifact; default: the model's stem
     command: str = ""  # the command line that asked for the conversion (provenance)
-    precision: str = "fp32"  # tflite: fp32, fp16, dynamic, int8
+    precision: str = "fp32"  # tflite: fp32, fp16, dynamic, int8; onnx: fp32, fp16, int8; tensorrt: fp16, int8
     io: str = "uint8"  # tflite int8: input/output type, uint8, int8 or float
     data: Path | None = None  # calibration source: DATA.yaml, image folder or video
     calibration_images: int = 300
-    calibration_method: str = "minmax"  # minmax or percentile (tflite)
+    calibration_method: str | None = None  # None: the target's default (tflite minmax, onnx/tensorrt percentile)
     calibration_dir: Path | None = None  # cache folder of the calibration set
     max_drop: float | None = None  # points of mAP50-95 the artifact may lose against the float model
     fallback: bool = False  # int8: keep the most sensitive layers in int16 until max_drop holds

@@ -90,8 +90,24 @@ def split_head(model, nc: int):
     return model
 
 
-def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:
-    """Write DIR/<stem>.onnx from an Ultralytics .pt or ONNX; return the Artifact."""
+PRECISIONS = ("fp32", "fp16", "int8")
+SUFFIX = {"fp32": "", "fp16": "_fp16", "int8": "_int8"}
+
+
+def check_precision(target: str, options: ConvertOptions) -> None:
+    """Raise ConversionError, before any work, for a precision `target` lacks or int8 without data."""
+    if options.precision not in PRECISIONS:
+        raise ConversionError(f"{target}: unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if options.fallback:
+        raise ConversionError(f"{target}: --fallback (int16 layers) exists for the tflite target only; use "
+                              "--calibration-method to change the int8 ranges")
+    if options.precision == "int8" and options.data is None:
+        raise ConversionError(f"{target}: --int8 needs representative images: pass --data DATA.yaml, an image "
+                              "folder or a video")
+
+
+def float_model(source: Path, options: ConvertOptions):
+    """The float split-head ModelProto of a .pt or Ultralytics ONNX; returns (model, names)."""
     try:
         import onnx
         import onnxslim
@@ -113,27 +129,89 @@ def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:
             raise UnsupportedModelError(f"{source}: task {meta['task']!r} is not supported; only 'detect'")
         if model.opset_import[0].version < 17:
             raise UnsupportedModelError(f"{source}: opset {model.opset_import[0].version} < 17; export with opset>=17")
-        names = [str(n) for n in meta["names"]]
+        names = tuple(str(n) for n in meta["names"])
         say("onnx: splitting the head into boxes (normalized xyxy) and scores")
         model = split_head(model, len(names))
         model = onnxslim.slim(model)
     in_dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     if any(d <= 0 for d in in_dims):
         raise UnsupportedModelError(f"{source}: dynamic input shape {in_dims}; export with a static shape")
-    anchors = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim][1]
-    record = ArtifactRecord(
-        names=tuple(names), imgsz=(in_dims[2], in_dims[3]), layout="NCHW",
-        inputs=(TensorSpec(model.graph.input[0].name, tuple(in_dims), "float32"),),
-        outputs=(TensorSpec("boxes", (1, anchors, 4), "float32"),
-                 TensorSpec("scores", (1, anchors, len(names)), "float32")),
+    return model, names
+
+
+def _graph_spec(value_info) -> TensorSpec:
+    """TensorSpec of a graph input/output as the file declares it (name, static shape, dtype)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    tensor = value_info.type.tensor_type
+    return TensorSpec(value_info.name, tuple(d.dim_value for d in tensor.shape.dim),
+                      np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)).name)
+
+
+def split_record(model, names: tuple[str, ...], target: str, precision: str, prov: dict) -> ArtifactRecord:
+    """The record of a split-head ONNX, its tensors' dtypes read from the graph itself (fp16 and QDQ
+    models keep float32 input and outputs)."""
+    inp = _graph_spec(model.graph.input[0])
+    outputs = {o.name: _graph_spec(o) for o in model.graph.output}
+    return ArtifactRecord(
+        names=tuple(names), imgsz=(inp.shape[2], inp.shape[3]), layout="NCHW", inputs=(inp,),
+        outputs=(outputs["boxes"], outputs["scores"]),
         preprocess=Preprocess(), decode=Decode(kind="split", boxes="boxes", scores="scores",
                                                box_format="xyxy", normalized=True),
-        target="onnx", precision="fp32", provenance=provenance(source, options.command))
+        target=target, precision=precision, provenance=prov)
+
+
+def save_with_record(model, record: ArtifactRecord, out: Path) -> None:
+    """Embed the record in metadata_props (plus `names`) and save the model."""
+    import onnx
+
     del model.metadata_props[:]
-    for key, value in {METADATA_KEY: record.to_json(), "names": json.dumps(names)}.items():
+    for key, value in {METADATA_KEY: record.to_json(), "names": json.dumps(list(record.names))}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    out = options.out_dir / f"{options.name or source.stem}.onnx"
     onnx.save(model, str(out))
+
+
+def reduced_precision(model, source: Path, options: ConvertOptions, target: str, profile):
+    """fp16 or int8 (QDQ, `profile`) version of the float split-head model; returns (model, provenance)."""
+    from edgeport.convert import onnx_quant
+
+    say = options.progress or (lambda line: None)
+    if options.precision == "fp16":
+        say(f"{target}: converting weights and compute to float16 (input and outputs stay float32)")
+        return onnx_quant.to_fp16(model), {**provenance(source, options.command), "io": "float32",
+                                           "compute": "float16"}
+    from edgeport.calibration import build_calibration_set, describe_coverage
+
+    size = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][2]
+    calibration = build_calibration_set(options.data, imgsz=size, n=options.calibration_images,
+                                        out_dir=options.calibration_dir, progress=options.progress is not None)
+    say(describe_coverage(calibration))
+    method = options.calibration_method or "percentile"
+    say(f"{target}: quantizing to int8 QDQ ({profile.name} profile, {method} calibration on {len(calibration)} images)")
+    quantized, tail = onnx_quant.quantize_int8(model, calibration, profile, method)
+    prov = {**provenance(source, options.command, calibration.sha256),
+            "calibration_method": f"{onnx_quant.METHOD_TEXT[method]} (onnxruntime)",
+            "calibration_images": len(calibration), "io": "float32", "quantizer": profile.description,
+            "ops_left_in_float": tail, "qdq": onnx_quant.qdq_summary(quantized)}
+    say(f"{target}: {len(tail)} decode-tail nodes kept in float (after the head's last convolutions)")
+    return quantized, prov
+
+
+def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:
+    """Write DIR/<stem>.onnx (fp32), <stem>_fp16.onnx or <stem>_int8.onnx (static QDQ) with the
+    record embedded; return the Artifact."""
+    from edgeport.convert import onnx_quant
+
+    check_precision("onnx", options)
+    say = options.progress or (lambda line: None)
+    model, names = float_model(source, options)
+    if options.precision == "fp32":
+        prov = provenance(source, options.command)
+    else:
+        model, prov = reduced_precision(model, source, options, "onnx", onnx_quant.CPU)
+    record = split_record(model, names, "onnx", options.precision, prov)
+    out = options.out_dir / f"{options.name or source.stem}{SUFFIX[options.precision]}.onnx"
+    save_with_record(model, record, out)
     say(f"onnx: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return Artifact(path=out, record=record)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,8 @@ def build_record(path: Path, names: tuple[str, ...], size: int, strides: list[in
 
 def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     """Write DIR/<stem>_<precision>.tflite and its sidecar record; return the Artifact."""
+    if options.calibration_method is None:
+        options = replace(options, calibration_method="minmax")
     precision, io = options.precision, options.io
     if precision not in PRECISIONS:
         raise ConversionError(f"tflite: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")

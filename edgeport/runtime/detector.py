@@ -118,7 +118,8 @@ class Detector:
     model: path of an artifact (.onnx, .tflite, ...). backend: registry name to override the
     choice by file type. threads: interpreter threads (None: every core).
     exif: apply EXIF orientation to encoded images. max_pixels: decompression-bomb limit.
-    backend_options: passed to the backend (e.g. {"device": "usb:0"} for the Edge TPU).
+    backend_options: passed to the backend (e.g. {"device": "usb:0"} for the Edge TPU,
+    {"providers": ["cuda", "cpu"]} for onnxruntime's execution providers).
     Raises ModelNotFoundError, CorruptModelError, MetadataMissingError, ArtifactMismatchError,
     BackendError or MissingDependencyError.
     """

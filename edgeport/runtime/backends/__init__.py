@@ -13,12 +13,15 @@ REGISTRY: dict[str, str] = {
     "onnxruntime": "edgeport.runtime.backends.onnxruntime:OnnxRuntimeBackend",
     "litert": "edgeport.runtime.backends.litert:LiteRTBackend",
     "edgetpu": "edgeport.runtime.backends.edgetpu:EdgeTpuBackend",
+    "tensorrt": "edgeport.runtime.backends.tensorrt:TensorRTBackend",
 }
 # file-name ending -> backend names in order of preference; the longest matching ending wins
 BY_SUFFIX: dict[str, tuple[str, ...]] = {
     ".onnx": ("onnxruntime",),
     ".tflite": ("litert",),
     "_edgetpu.tflite": ("edgetpu",),  # what edgetpu_compiler writes
+    ".engine": ("tensorrt",),  # serialized TensorRT engines (edgeport jetson build-engine)
+    ".plan": ("tensorrt",),
 }
 
 

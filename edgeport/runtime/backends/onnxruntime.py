@@ -7,11 +7,35 @@ from pathlib import Path
 import numpy as np
 
 from edgeport.artifact import TensorSpec
-from edgeport.errors import CorruptModelError, MissingDependencyError
+from edgeport.errors import BackendError, CorruptModelError, MissingDependencyError
 from edgeport.runtime.backends.base import Backend
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
               "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64"}
+
+
+# short names accepted by --providers, in the order onnxruntime should try them
+PROVIDER_ALIASES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
+                    "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+def resolve_providers(requested: list[str] | None, available: list[str]) -> list[str]:
+    """Execution providers for a session, CPU last as the fallback; short names (tensorrt, cuda, cpu)
+    or onnxruntime's own names. Raises BackendError naming the installed providers when one is missing."""
+    if not requested:
+        return ["CPUExecutionProvider"]
+    resolved = []
+    for name in requested:
+        full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
+        if full not in available:
+            raise BackendError(
+                f"onnxruntime execution provider {name!r} is not available in this installation; available: "
+                f"{', '.join(available)} (CUDA needs the onnxruntime-gpu wheel, TensorRT also TensorRT's libraries)")
+        if full not in resolved:
+            resolved.append(full)
+    if "CPUExecutionProvider" not in resolved:
+        resolved.append("CPUExecutionProvider")
+    return resolved
 
 
 class OnnxRuntimeBackend(Backend):
@@ -28,8 +52,10 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        self.providers = resolve_providers(providers, ort.get_available_providers())
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(str(path), options,
+                                                 providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise CorruptModelError(f"{path}: onnxruntime cannot load this file ({str(exc).splitlines()[0]})") from exc
         self._inputs = [self._spec(t) for t in self._session.get_inputs()]

@@ -1,0 +1,41 @@
+"""TensorRT target: the ONNX a Jetson builds its engine from (fp32, fp16, or explicit int8 QDQ).
+
+Static shapes, float32 I/O, split head; int8 is symmetric (zero points 0) with per-channel weights
+and Q/DQ on convolution inputs only. The engine itself is built on the device
+(`edgeport jetson build-engine`); here the ONNX is measured in onnxruntime as the engine's proxy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeport.convert import Artifact, ConvertOptions
+PROXY_LABEL = {
+    "fp32": "the fp32 ONNX TensorRT builds the engine from, run in onnxruntime (CPU)",
+    "fp16": "the fp16 ONNX TensorRT builds the engine from, run in onnxruntime (CPU)",
+    "int8": "the int8 QDQ ONNX TensorRT builds the engine from, run in onnxruntime (CPU)",
+}
+
+
+def convert_tensorrt(source: Path, options: ConvertOptions) -> Artifact:
+    """Write DIR/<stem>_trt_<precision>.onnx with its record embedded; return the Artifact."""
+    from edgeport.convert import onnx_quant
+    from edgeport.convert.onnx_target import (check_precision, float_model, reduced_precision, save_with_record,
+                                              split_record)
+    from edgeport.convert.provenance import provenance
+
+    check_precision("tensorrt", options)
+    say = options.progress or (lambda line: None)
+    model, names = float_model(source, options)
+    if options.precision == "fp32":
+        prov = provenance(source, options.command)
+    else:
+        model, prov = reduced_precision(model, source, options, "tensorrt", onnx_quant.TENSORRT)
+    out = options.out_dir / f"{options.name or source.stem}_trt_{options.precision}.onnx"
+    flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[options.precision]
+    prov = {**prov, "proxy": {"artifact": out.name, "label": PROXY_LABEL[options.precision]},
+            "engine_build": f"edgeport jetson build-engine {out.name}{flag}"}
+    record = split_record(model, names, "tensorrt", options.precision, prov)
+    save_with_record(model, record, out)
+    say(f"tensorrt: wrote {out} ({out.stat().st_size / 1e6:.1f} MB); on the Jetson: {prov['engine_build']}")
+    return Artifact(path=out, record=record)
