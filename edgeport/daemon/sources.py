@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edgeport.daemon.config import Camera
+from edgeport.devices.jetson.camera import csi_pipeline
 from edgeport.errors import ConfigError, EdgeportError
 from edgeport.evaluate.dataset import IMAGE_SUFFIXES
 from edgeport.runtime.image_io import load_image
@@ -52,13 +53,6 @@ class FrameSource(Protocol):
     def open(self) -> None: ...
     def read(self) -> np.ndarray: ...  # BGR; raises SourceError or SourceEnded
     def close(self) -> None: ...
-
-
-def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0) -> str:
-    """GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc) ending in BGR frames for OpenCV."""
-    return (f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
-            f"framerate={fps}/1, format=NV12 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! "
-            "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
 
 
 def source_kind(camera: Camera) -> str:
@@ -214,7 +208,7 @@ def make_source(camera: Camera) -> FrameSource:
     if kind == "picamera2":
         return Picamera2Source(_suffix_index(str(source)), camera.width, camera.height)
     if kind == "csi":
-        pipeline = csi_pipeline(_suffix_index(str(source)), camera.width or 1280, camera.height or 720,
+        pipeline = csi_pipeline(_suffix_index(str(source)), camera.width or 1920, camera.height or 1080,
                                 int(camera.fps or 30))
         return OpenCVSource(pipeline, cv2.CAP_GSTREAMER, width=None, height=None)
     raise ConfigError(f"camera {camera.id}: unknown source type {kind!r}")

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgeport.artifact import read_sidecar, sha256_file
+from edgeport.artifact import sha256_file
 from edgeport.cli import main
 from edgeport.devices.jetson.camera import csi_pipeline, opencv_has_gstreamer
 from edgeport.devices.jetson.engine import EngineOptions, build_engine, plan_build, trtexec_command

@@ -22,7 +22,6 @@ from conftest import node_modules, require_program
 
 from edgeport.artifact import read_sidecar
 from edgeport.convert import ConvertOptions, convert
-from edgeport.errors import ConversionError
 from edgeport.runtime import Detector
 from edgeport.web import MANIFEST, ORT_FILES, PAGE_FILES, page_source_dir
 from edgeport.web.serve import serve_in_background
@@ -211,18 +210,10 @@ def test_webgpu_request_without_the_webgpu_build_says_so(web_root):
 
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
 def test_quantized_web_models(tmp_path, sample_model, sample_data, web_root, precision):
-    """int8 QDQ runs on the WASM backend and matches Python; fp16 ships with the WebGPU runtime.
-
-    Needs the onnx target's fp16 / int8 (issue 6 section 1); skipped until this edgeport has it.
-    """
+    """int8 QDQ runs on the WASM backend and matches Python; fp16 ships with the WebGPU runtime."""
     options = ConvertOptions(out_dir=tmp_path, precision=precision, data=sample_data, calibration_images=16,
                              calibration_dir=tmp_path / "calib")
-    try:
-        artifact = convert(sample_model, "onnx-web", options)
-    except ConversionError as exc:
-        if "precision" in str(exc).lower():
-            pytest.skip(f"the onnx target has no {precision} yet: {exc}")
-        raise
+    artifact = convert(sample_model, "onnx-web", options)
     folder = artifact.path.parent
     manifest = json.loads((folder / MANIFEST).read_text())
     assert [m["precision"] for m in manifest["models"]] == [precision]
