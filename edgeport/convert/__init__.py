@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeport.artifact import ArtifactRecord
+from edgeport.artifact import ArtifactRecord, artifact_size
 from edgeport.errors import ConversionError, ModelNotFoundError, UnsupportedModelError
 
 # target -> "module:function"; each function is convert(model: Path, options: ConvertOptions) -> Artifact
@@ -18,6 +18,7 @@ TARGETS: dict[str, str] = {
     "onnx": "edgeport.convert.onnx_target:convert_onnx",
     "tflite": "edgeport.convert.tflite_target:convert_tflite",
     "edgetpu": "edgeport.convert.edgetpu_target:convert_edgetpu",
+    "coreml": "edgeport.convert.coreml_target:convert_coreml",
 }
 
 
@@ -39,6 +40,9 @@ class ConvertOptions:
     max_drop: float | None = None  # points of mAP50-95 the artifact may lose against the float model
     fallback: bool = False  # int8: keep the most sensitive layers in int16 until max_drop holds
     progress: Callable[[str], None] | None = None  # called with one line per step
+    nms: bool = False  # coreml: also write a pipeline with NonMaximumSuppression (for Vision)
+    nms_iou: float = 0.45  # coreml --nms: the pipeline's default IoU threshold
+    nms_conf: float = 0.25  # coreml --nms: the pipeline's default confidence threshold
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int:
-        return self.path.stat().st_size
+        return artifact_size(self.path)
 
     def describe(self) -> dict[str, Any]:
         return {"artifact": str(self.path), "target": self.record.target, "precision": self.record.precision,
