@@ -135,3 +135,34 @@ def node_modules() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def coreml_artifacts(tmp_path_factory, sample_model, sample_data) -> dict:
+    """The bundled model converted to CoreML: fp16 (with the NMS pipeline), int8 weights and W8A8
+    (16 calibration images); each value is the convert() Artifact (package, records, proxy)."""
+    from edgeport.convert import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("coreml")
+    artifacts = {}
+    for precision, extra in (("fp16", {"nms": True}), ("int8w", {}),
+                             ("w8a8", {"data": sample_data, "calibration_images": 16})):
+        options = ConvertOptions(out_dir=out, precision=precision, calibration_dir=out / "calib", **extra)
+        artifacts[precision] = convert(sample_model, "coreml", options)
+    return artifacts
+
+
+@pytest.fixture(scope="session")
+def coreml_inspect(coreml_artifacts):
+    """inspect(path) -> what a written .mlpackage of coreml_artifacts holds, read back by coremltools in
+    its own process (`python -m edgeport.convert.coreml_worker inspect`, once for all of them), so this
+    process never imports coremltools."""
+    import subprocess
+    import sys
+
+    packages = [a.path for a in coreml_artifacts.values()]
+    packages += [p for a in coreml_artifacts.values() for p in a.extra_files if p.suffix == ".mlpackage"]
+    done = subprocess.run([sys.executable, "-m", "edgeport.convert.coreml_worker", "inspect", *map(str, packages)],
+                          capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)
+    return lambda path: found[str(path)]

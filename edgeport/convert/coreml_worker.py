@@ -1,7 +1,7 @@
 """The CoreML conversion process: `python -m edgeport.convert.coreml_worker convert JOB.json`.
 
 coremltools segfaulted here when imported after tensorflow and then torch (DESIGN.md), so only
-this process imports it, torch first. `inspect PATH` prints what a written package holds (JSON).
+this process imports it, torch first. `inspect PATH...` prints what written packages hold (JSON, by path).
 Progress lines go to stdout, everything else (coremltools' bars and warnings) to stderr.
 """
 
@@ -211,7 +211,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         say(f"coreml: compressing weights ({'int8 per-channel linear' if precision == 'int8w' else '6-bit palette'})")
         model = _compress(ct, model, precision)
     anchors = int(decode.scales.shape[0])
-    provenance.update({"minimum_deployment_target": str(target).split(".")[-1],
+    provenance.update({"minimum_deployment_target": target.name,
                        "proxy": {"artifact": proxy_path.name, "label": PROXY_LABELS[precision]}})
     record = package_record(names, size, anchors, precision, provenance)
     _set_metadata(model, record.to_json(), list(names), f"{Path(job['source']).stem} detector ({precision}), edgeport")
@@ -331,10 +331,10 @@ def main(argv: list[str] | None = None) -> int:
             result = {"error": type(exc).__name__, "message": str(exc)}
         Path(job["result"]).write_text(json.dumps(result))
         return 0
-    if len(argv) == 2 and argv[0] == "inspect":
-        print(json.dumps(inspect(Path(argv[1]))))
+    if len(argv) >= 2 and argv[0] == "inspect":
+        print(json.dumps({path: inspect(Path(path)) for path in argv[1:]}))
         return 0
-    print("usage: python -m edgeport.convert.coreml_worker convert JOB.json | inspect PATH.mlpackage",
+    print("usage: python -m edgeport.convert.coreml_worker convert JOB.json | inspect PATH.mlpackage...",
           file=sys.stderr)
     return 2
 
