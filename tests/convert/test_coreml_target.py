@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,13 +131,26 @@ def test_proxy_holds_the_package_weights(coreml_artifacts, onnx_artifact, val_im
     assert 0 < diff["fp16"] < 2e-3 and diff["fp16"] < diff["int8w"] < 0.05 and diff["int8w"] < diff["w8a8"], diff
 
 
-def test_proxy_rows_measure_the_compression(coreml_artifacts, onnx_artifact, sample_data):
-    base = evaluate(onnx_artifact, sample_data, progress=False).map50_95
-    proxy = {p: evaluate(a.path.parent / a.record.provenance["proxy"]["artifact"], sample_data,
-                         progress=False).map50_95 for p, a in coreml_artifacts.items() if p != "fp16"}
-    assert base > 0.7
-    assert abs(base - proxy["int8w"]) * 100 < 1.0, (base, proxy)  # int8 weights: under a point
-    assert 0 < (base - proxy["w8a8"]) * 100 < 8.0, (base, proxy)  # int8 activations cost, but it still works
+def test_convert_ends_with_the_proxy_row(coreml_int8w_cli):
+    """The CLI cannot run the package here, so its accuracy row is the proxy's, against the float ONNX."""
+    assert coreml_int8w_cli["code"] == 0  # --max-drop 1.0 holds
+    out = coreml_int8w_cli["out"]
+    printed = coreml_int8w_cli["stdout"].splitlines()
+    assert printed[0] == str(out / "shapes_yolov8n_coreml_int8w.mlpackage")
+    assert any(line.startswith("shapes_yolov8n_coreml_int8w_proxy.onnx") for line in printed)
+    rows = {Path(r["artifact"]).name: r for r in json.loads((out / "report.json").read_text())}
+    base, proxy = rows["shapes_yolov8n.onnx"], rows["shapes_yolov8n_coreml_int8w_proxy.onnx"]
+    assert base["map50_95"] > 0.7 and proxy["precision"] == "int8w"
+    assert proxy["map50_95"] != base["map50_95"] and abs(proxy["drop_map50_95"]) < 1.0  # int8 weights: < 1 point
+
+
+def test_w8a8_proxy_measures_its_int8_activations(coreml_artifacts, coreml_int8w_cli, sample_data):
+    rows = {Path(r["artifact"]).name: r for r in json.loads((coreml_int8w_cli["out"] / "report.json").read_text())}
+    artifact = coreml_artifacts["w8a8"]
+    proxy = evaluate(artifact.path.parent / artifact.record.provenance["proxy"]["artifact"], sample_data,
+                     progress=False).map50_95
+    drop = (rows["shapes_yolov8n.onnx"]["map50_95"] - proxy) * 100
+    assert 0 < drop < 5.0, drop  # int8 activations cost something, and the model still works
 
 
 def test_bad_requests_fail_clearly(sample_model, tmp_path, ultralytics_onnx):

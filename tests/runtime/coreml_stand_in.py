@@ -59,8 +59,8 @@ def main(package: str, nms_package: str, proxy: str, *images: str) -> None:
         same = []
         for image in images:
             a, b = detector.detect(image), reference.detect(image)
-            same.append(len(a) == len(b) and bool(np.allclose(a.xyxy, b.xyxy, atol=1e-3))
-                        and bool(np.allclose(a.score, b.score, atol=1e-5)) and (a.class_id == b.class_id).all())
+            same.append(bool(len(a) == len(b) and np.allclose(a.xyxy, b.xyxy, atol=1e-3)
+                             and np.allclose(a.score, b.score, atol=1e-5) and (a.class_id == b.class_id).all()))
         result[key] = {"backend": detector.backend_name, "precision": detector.record.precision,
                        "outputs": [list(o.shape) for o in detector.backend.outputs], "same": same,
                        "detections": len(detector.detect(images[0])), "images_seen": stand_ins[-1].images[:1]}
