@@ -191,7 +191,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     from edgeport.artifact import write_sidecar
     from edgeport.convert.coreml_target import PROXY_LABELS, package_record, proxy_record
-    from edgeport.convert.coreml_torch import Detector, convs_in_order, export_onnx, load_detector
+    from edgeport.convert.coreml_torch import (
+        Detector,
+        convs_in_order,
+        export_onnx,
+        load_detector,
+        quantize_activations,
+    )
 
     ct = _import_coremltools()
     precision = job["precision"]
@@ -203,7 +209,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         frames = np.load(job["calibration"])["frames"]
         say(f"coreml: quantizing weights and activations to int8 in torch (coremltools.optimize.torch), "
             f"calibrating on {len(frames)} images")
-        fake_quant, body = quantize_activations_of(body, frames)
+        fake_quant, body = quantize_activations(body, frames, say)
     say(f"coreml: converting {Path(job['source']).name} to an ML Program ({size}x{size}, image input, "
         f"{'fp32' if precision == 'fp32' else 'fp16'} compute)")
     model, target = _convert(ct, Detector(body, decode).eval(), size, precision)
@@ -244,12 +250,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return written
 
 
-def quantize_activations_of(body, frames):
-    from edgeport.convert.coreml_torch import quantize_activations
-
-    return quantize_activations(body, frames, say)
-
-
 # --- inspect ------------------------------------------------------------------------------------
 
 
@@ -283,13 +283,14 @@ def _weights(program) -> dict[str, int]:
 
 
 def _image_scale(program) -> float | None:
-    """The constant the program multiplies its image input by first (ImageType scale)."""
+    """The constant the program first multiplies its image input by (the ImageType scale)."""
     function = program.functions["main"]
-    image = next(iter(function.inputs.values()))
+    sources = {id(next(iter(function.inputs.values())))}  # the image, and casts of it
     for op in function.operations:
-        if op.op_type == "mul" and any(v is image or (getattr(v, "op", None) is not None and v.op.op_type == "cast"
-                                                       and v.op.x is image) for v in (op.x, op.y)):
-            other = op.y if op.x is image or op.x.op is not None and op.x.op.op_type == "cast" else op.x
+        if op.op_type == "cast" and id(op.x) in sources:
+            sources.add(id(op.outputs[0]))
+        elif op.op_type == "mul" and (id(op.x) in sources or id(op.y) in sources):
+            other = op.y if id(op.x) in sources else op.x
             return float(np.asarray(other.val).ravel()[0])
     return None
 
