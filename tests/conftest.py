@@ -141,10 +141,8 @@ def node_modules() -> Path:
 def coreml_artifacts(coreml_int8w_cli, sample_model, sample_data) -> dict:
     """The bundled model converted to CoreML: fp16 (with the NMS pipeline), int8 weights (by the CLI)
     and W8A8 (16 calibration images); each value is an Artifact (package, record, proxy, pipeline)."""
-    from edgeport.convert import ConvertOptions, convert
-
     from edgeport.artifact import read_sidecar
-    from edgeport.convert import Artifact
+    from edgeport.convert import Artifact, ConvertOptions, convert
 
     out = coreml_int8w_cli["out"]
     artifacts = {}

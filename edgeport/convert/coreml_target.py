@@ -97,7 +97,10 @@ def run_worker(command: list[str], say, stderr_path: Path) -> None:
         return
     tail = [line for line in stderr_path.read_text(errors="replace").splitlines() if line.strip()][-3:]
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
         raise ConversionError(f"coreml: the conversion process died with {name} (it runs apart so that this "
                               f"process survives); last output: {' | '.join(tail) or 'none'}")
     raise ConversionError(f"coreml: the conversion process failed (exit {code}): {' | '.join(tail) or 'no output'}")
