@@ -229,7 +229,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("nms"):
         nms_out = out.with_name(out.name.replace(".mlpackage", "_nms.mlpackage"))
         pipeline = _nms_pipeline(ct, model, list(names), job["nms"]["iou"], job["nms"]["conf"])
-        nms_record = package_record(names, size, anchors, precision, provenance, nms=job["nms"])
+        proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + "; NMS by edgeport's runtime, "
+                 "not the pipeline's NonMaximumSuppression"}
+        nms_record = package_record(names, size, anchors, precision, {**provenance, "proxy": proxy}, nms=job["nms"])
         _set_metadata(pipeline, nms_record.to_json(), list(names),
                       f"{Path(job['source']).stem} detector with NMS ({precision}), edgeport")
         pipeline.save(str(nms_out))

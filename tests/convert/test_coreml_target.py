@@ -102,6 +102,8 @@ def test_nms_pipeline_is_model_then_non_maximum_suppression(coreml_artifacts, co
     assert [o["name"] for o in nms["model_outputs"]] == [i["name"] for i in nms["inputs"][:2]]
     record = read_sidecar(package)
     assert record.outputs[0].shape == (1, -1, 4) and record.provenance["nms"]["iou_threshold"] == 0.45
+    assert record.provenance["proxy"]["artifact"] == "shapes_yolov8n_coreml_fp16_proxy.onnx"
+    assert record.provenance["proxy"]["label"].endswith("not the pipeline's NonMaximumSuppression")
     assert json.loads(info["user_defined"]["names"]) == NAMES and "edgeport" in info["user_defined"]
 
 
