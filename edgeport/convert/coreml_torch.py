@@ -71,7 +71,7 @@ class VisionDecode(torch.nn.Module):
         return torch.cat([centre, size], 0).transpose(0, 1), classes.sigmoid().transpose(0, 1)
 
 
-class Detector(torch.nn.Module):
+class VisionDetector(torch.nn.Module):
     """Body then VisionDecode: what the mlpackage computes."""
 
     def __init__(self, body: torch.nn.Module, decode: VisionDecode) -> None:

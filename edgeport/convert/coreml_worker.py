@@ -192,7 +192,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from edgeport.artifact import write_sidecar
     from edgeport.convert.coreml_target import PROXY_LABELS, package_record, proxy_record
     from edgeport.convert.coreml_torch import (
-        Detector,
+        VisionDetector,
         convs_in_order,
         export_onnx,
         load_detector,
@@ -212,7 +212,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         fake_quant, body = quantize_activations(body, frames, say)
     say(f"coreml: converting {Path(job['source']).name} to an ML Program ({size}x{size}, image input, "
         f"{'fp32' if precision == 'fp32' else 'fp16'} compute)")
-    model, target = _convert(ct, Detector(body, decode).eval(), size, precision)
+    model, target = _convert(ct, VisionDetector(body, decode).eval(), size, precision)
     if precision in ("int8w", "palette6"):
         say(f"coreml: compressing weights ({'int8 per-channel linear' if precision == 'int8w' else '6-bit palette'})")
         model = _compress(ct, model, precision)
@@ -240,10 +240,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     say(f"coreml: writing the proxy {proxy_path.name} ({PROXY_LABELS[precision]})")
     if fake_quant is not None:
-        export_onnx(Detector(fake_quant, decode).eval(), proxy_path, size)
+        export_onnx(VisionDetector(fake_quant, decode).eval(), proxy_path, size)
     else:
         float_body, _, _, _ = load_detector(Path(job["source"]), job.get("imgsz"))
-        proxy_model = Detector(float_body, decode).eval()
+        proxy_model = VisionDetector(float_body, decode).eval()
         copied = load_package_weights(ct, out, convs_in_order(proxy_model, torch.zeros(1, 3, size, size)))
         say(f"coreml: proxy holds the {copied} conv weights read back from {out.name}")
         export_onnx(proxy_model, proxy_path, size)
