@@ -129,12 +129,29 @@ class ArtifactRecord:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Return the hex SHA-256 of a file."""
+    """Return the hex SHA-256 of a file, or of a directory artifact (a CoreML .mlpackage).
+
+    A directory hashes the list of its files, each as `relative/path` NUL `sha256 of the file`,
+    sorted by path: the model spec and the weights are bound, so is every other file in it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        lines = [f"{p.relative_to(path).as_posix()}\0{sha256_file(p, chunk)}\n"
+                 for p in sorted(path.rglob("*"), key=lambda p: p.relative_to(path).as_posix()) if p.is_file()]
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def artifact_size(path: str | Path) -> int:
+    """Bytes of an artifact: the file, or every file of a directory artifact (.mlpackage)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def sidecar_path(artifact: str | Path) -> Path:

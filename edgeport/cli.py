@@ -23,7 +23,7 @@ def _say(line: str) -> None:
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
-                        help="force a backend (onnxruntime, litert, edgetpu, tensorrt); default: by file type")
+                        help="force a backend (onnxruntime, litert, edgetpu, tensorrt, coreml); default: by file type")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: every core)")
     parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
     parser.add_argument("--device", default=None,
@@ -67,14 +67,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from edgeport.convert import ConvertOptions, convert
 
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "dynamic" if args.dynamic else "fp32"
+    # coreml: --int8-weights, --w8a8, --palettize; fp16 when no precision flag is given
+    precision = ("int8w" if args.int8_weights else "w8a8" if args.w8a8 else "palette6" if args.palettize
+                 else "fp16" if args.target == "coreml" and precision == "fp32" else precision)
     options = ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset, name=args.name,
                              command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say, precision=precision,
                              io=args.io, data=args.data, calibration_images=args.calibration_images,
                              calibration_dir=args.calibration_dir, calibration_method=args.calibration_method,
                              max_drop=args.max_drop, fallback=args.fallback, ort_web_dir=args.ort_web_dir,
-                             ort_format=args.ort_format)
+                             ort_format=args.ort_format, nms=args.nms, nms_iou=args.nms_iou, nms_conf=args.nms_conf)
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
+    for extra in artifact.extra_files:
+        if not extra.name.endswith(".json"):
+            print(extra)
     from edgeport.evaluate.dataset import is_data_yaml
 
     if not is_data_yaml(args.data):
@@ -88,7 +94,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
         baseline = convert(args.model, "onnx", ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset,
                                                               name=args.name, command=options.command,
                                                               progress=_say)).path
-    rows = compare([artifact.path], baseline, args.data, threads=args.threads)
+    from edgeport.runtime.backends import runnable_here
+
+    measured, proxy = artifact.path, None
+    if not runnable_here(artifact.path) and artifact.record.provenance.get("proxy"):  # CoreML off macOS
+        proxy = artifact.record.provenance["proxy"]
+        measured = artifact.path.parent / proxy["artifact"]
+        _say(f"convert: {artifact.path.name} cannot run on this host; its row is a proxy: {proxy['label']}")
+    rows = compare([measured], baseline, args.data, threads=args.threads)
+    for row in rows[1:]:
+        if proxy and hasattr(row, "proxy"):
+            row.proxy = proxy["label"]
     if args.target == "tensorrt":
         _say("tensorrt: the row is measured in onnxruntime on the ONNX the engine is built from (the engine's proxy)")
     return _print_report(rows, args.out, args.max_drop)
@@ -261,11 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="file stem of the artifact (default: the model's)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true",
-                           help="tflite: float16 weights; onnx, tensorrt: float16 weights and compute, float32 I/O")
+                           help="tflite: float16 weights; onnx, tensorrt: float16 weights and compute, float32 I/O; "
+                           "coreml: fp16 compute (its default)")
     precision.add_argument("--dynamic", action="store_true", help="tflite: dynamic-range int8 (int8 weights)")
     precision.add_argument("--int8", action="store_true",
                            help="tflite: full-integer int8; onnx, tensorrt: static int8 QDQ (decode in float); "
                            "calibrated on --data")
+    precision.add_argument("--int8-weights", action="store_true",
+                           help="coreml: int8 per-channel weights (linear_quantize_weights), fp16 compute")
+    precision.add_argument("--w8a8", action="store_true",
+                           help="coreml: int8 weights and activations, activations calibrated on --data (in torch)")
+    precision.add_argument("--palettize", action="store_true", help="coreml: 6-bit palettized weights, fp16 compute")
+    p.add_argument("--nms", action="store_true",
+                   help="coreml: also write <name>_nms.mlpackage, a pipeline with NonMaximumSuppression for Vision")
+    p.add_argument("--nms-iou", type=float, default=0.45, help="coreml --nms: default IoU threshold (0.45)")
+    p.add_argument("--nms-conf", type=float, default=0.25, help="coreml --nms: default confidence threshold (0.25)")
     p.add_argument("--io", choices=("uint8", "int8", "float"), default="uint8",
                    help="int8 input/output type (default uint8: camera frames go in without a float pass)")
     p.add_argument("--data", type=Path, default=None,

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgeport.artifact import artifact_size
 from edgeport.evaluate import EvalResult, evaluate
 from edgeport.runtime import Detector
 
@@ -78,7 +79,7 @@ def report_row(artifact: str | Path, data: str | Path, baseline: float | None, *
     p50, p99 = measure_latency(detector, detector.load(first), runs=latency_runs)
     drop = None if baseline is None else round((baseline - result.map50_95) * 100, 3)
     row = ReportRow(artifact=str(artifact), target=detector.record.target, precision=detector.record.precision,
-                    io=io_types(detector), backend=detector.backend_name, size_bytes=Path(artifact).stat().st_size,
+                    io=io_types(detector), backend=detector.backend_name, size_bytes=artifact_size(artifact),
                     map50_95=round(result.map50_95, 4), map50=round(result.map50, 4), drop_map50_95=drop,
                     latency_ms_p50=round(p50, 2), latency_ms_p99=round(p99, 2),
                     images_per_second=round(result.images_per_second, 1),
@@ -113,7 +114,7 @@ def write_report(rows: Sequence[ReportRow], out_dir: Path, merge: bool = True) -
             previous = []
         fresh = {r.artifact for r in rows}
         kept = [row for row in previous if isinstance(row, dict) and row.get("artifact") not in fresh
-                and Path(str(row.get("artifact"))).is_file()]
+                and Path(str(row.get("artifact"))).exists()]
     path.write_text(json.dumps(kept + [r.to_dict() for r in rows], indent=2))
     return path
 

@@ -165,3 +165,50 @@ def onnx_precisions(tmp_path_factory, sample_model, sample_data) -> dict[tuple[s
                                  calibration_dir=out / "calib")
         artifacts[(target, precision)] = convert(sample_model, target, options).path
     return artifacts
+def coreml_artifacts(coreml_int8w_cli, sample_model, sample_data) -> dict:
+    """The bundled model converted to CoreML: fp16 (with the NMS pipeline), int8 weights (by the CLI)
+    and W8A8 (16 calibration images); each value is an Artifact (package, record, proxy, pipeline)."""
+    from edgeport.artifact import read_sidecar
+    from edgeport.convert import Artifact, ConvertOptions, convert
+
+    out = coreml_int8w_cli["out"]
+    artifacts = {}
+    for precision, extra in (("fp16", {"nms": True}), ("w8a8", {"data": sample_data, "calibration_images": 16})):
+        options = ConvertOptions(out_dir=out, precision=precision, calibration_dir=out / "calib", **extra)
+        artifacts[precision] = convert(sample_model, "coreml", options)
+    int8w = out / "shapes_yolov8n_coreml_int8w.mlpackage"
+    artifacts["int8w"] = Artifact(int8w, read_sidecar(int8w), (out / "shapes_yolov8n_coreml_int8w_proxy.onnx",))
+    return artifacts
+
+
+@pytest.fixture(scope="session")
+def coreml_int8w_cli(tmp_path_factory, sample_model, sample_data) -> dict:
+    """`edgeport convert --target coreml --int8-weights --data DATA.yaml --max-drop 1`: its exit code,
+    stdout and output folder (with report.json: the float ONNX row and the proxy's row)."""
+    import contextlib
+    import io
+
+    from edgeport.cli import main
+
+    out = tmp_path_factory.mktemp("coreml")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["convert", str(sample_model), "--target", "coreml", "--int8-weights", "--data", str(sample_data),
+                     "--out", str(out), "--max-drop", "1.0"])
+    return {"code": code, "stdout": stdout.getvalue(), "out": out}
+
+
+@pytest.fixture(scope="session")
+def coreml_inspect(coreml_artifacts):
+    """inspect(path) -> what a written .mlpackage of coreml_artifacts holds, read back by coremltools in
+    its own process (`python -m edgeport.convert.coreml_worker inspect`, once for all of them), so this
+    process never imports coremltools."""
+    import subprocess
+    import sys
+
+    packages = [a.path for a in coreml_artifacts.values()]
+    packages += [p for a in coreml_artifacts.values() for p in a.extra_files if p.suffix == ".mlpackage"]
+    done = subprocess.run([sys.executable, "-m", "edgeport.convert.coreml_worker", "inspect", *map(str, packages)],
+                          capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)
+    return lambda path: found[str(path)]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeport.artifact import ArtifactRecord
+from edgeport.artifact import ArtifactRecord, artifact_size
 from edgeport.errors import ConversionError, ModelNotFoundError, UnsupportedModelError
 
 # target -> "module:function"; each function is convert(model: Path, options: ConvertOptions) -> Artifact
@@ -20,6 +20,7 @@ TARGETS: dict[str, str] = {
     "edgetpu": "edgeport.convert.edgetpu_target:convert_edgetpu",
     "onnx-web": "edgeport.convert.onnx_web_target:convert_onnx_web",
     "tensorrt": "edgeport.convert.tensorrt_target:convert_tensorrt",
+    "coreml": "edgeport.convert.coreml_target:convert_coreml",
 }
 
 
@@ -43,6 +44,9 @@ class ConvertOptions:
     progress: Callable[[str], None] | None = None  # called with one line per step
     ort_web_dir: Path | None = None  # onnx-web: onnxruntime-web's package or dist folder (else env, node_modules)
     ort_format: bool = False  # onnx-web: also write the model in onnxruntime's .ort format
+    nms: bool = False  # coreml: also write a pipeline with NonMaximumSuppression (for Vision)
+    nms_iou: float = 0.45  # coreml --nms: the pipeline's default IoU threshold
+    nms_conf: float = 0.25  # coreml --nms: the pipeline's default confidence threshold
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int:
-        return self.path.stat().st_size
+        return artifact_size(self.path)
 
     def describe(self) -> dict[str, Any]:
         return {"artifact": str(self.path), "target": self.record.target, "precision": self.record.precision,

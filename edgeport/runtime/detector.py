@@ -129,7 +129,7 @@ class Detector:
                  agnostic: bool = False, exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
                  backend_options: dict[str, Any] | None = None) -> None:
         self.path = Path(model)
-        if not self.path.is_file():
+        if not self.path.exists():  # a file, or a directory artifact (.mlpackage)
             raise ModelNotFoundError(f"model not found: {self.path}")
         self.backend: Backend = backend_for(self.path, backend)(self.path, threads=threads, **(backend_options or {}))
         self.record = load_record(self.backend)

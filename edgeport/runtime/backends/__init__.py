@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "litert": "edgeport.runtime.backends.litert:LiteRTBackend",
     "edgetpu": "edgeport.runtime.backends.edgetpu:EdgeTpuBackend",
     "tensorrt": "edgeport.runtime.backends.tensorrt:TensorRTBackend",
+    "coreml": "edgeport.runtime.backends.coreml:CoreMLBackend",
 }
 # file-name ending -> backend names in order of preference; the longest matching ending wins
 BY_SUFFIX: dict[str, tuple[str, ...]] = {
@@ -22,6 +23,8 @@ BY_SUFFIX: dict[str, tuple[str, ...]] = {
     "_edgetpu.tflite": ("edgetpu",),  # what edgetpu_compiler writes
     ".engine": ("tensorrt",),  # serialized TensorRT engines (edgeport jetson build-engine)
     ".plan": ("tensorrt",),
+    ".mlpackage": ("coreml",),  # a directory
+    ".mlmodel": ("coreml",),
 }
 
 
@@ -44,3 +47,8 @@ def backend_for(path: Path, name: str | None = None) -> type[Backend]:
         raise BackendError(
             f"{path}: no backend runs '{Path(path).suffix}' files; supported: {', '.join(sorted(BY_SUFFIX))}")
     return backend_class(names[0])
+
+
+def runnable_here(path: Path, name: str | None = None) -> bool:
+    """Whether this host can run the artifact at all (False: CoreML off macOS); the file is not opened."""
+    return backend_for(path, name).available()

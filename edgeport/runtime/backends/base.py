@@ -41,6 +41,11 @@ class Backend(ABC):
     def invoke(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run the model on one input batch (the input's own dtype and layout); return raw outputs."""
 
+    @classmethod
+    def available(cls) -> bool:
+        """Whether this host can run the engine at all (CoreML: only macOS); True unless overridden."""
+        return True
+
     def embedded_metadata(self) -> dict[str, str]:
         """Key/value metadata stored inside the model file, empty when the format has none."""
         return {}
