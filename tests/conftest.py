@@ -165,6 +165,9 @@ def onnx_precisions(tmp_path_factory, sample_model, sample_data) -> dict[tuple[s
                                  calibration_dir=out / "calib")
         artifacts[(target, precision)] = convert(sample_model, target, options).path
     return artifacts
+
+
+@pytest.fixture(scope="session")
 def coreml_artifacts(coreml_int8w_cli, sample_model, sample_data) -> dict:
     """The bundled model converted to CoreML: fp16 (with the NMS pipeline), int8 weights (by the CLI)
     and W8A8 (16 calibration images); each value is an Artifact (package, record, proxy, pipeline)."""
