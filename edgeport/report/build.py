@@ -24,6 +24,7 @@ from edgeport.report.agreement import agreement, pr_curve
 from edgeport.report.perturb import FGSM, PIXEL_PERTURBATIONS, Perturbation, perturbed_set
 from edgeport.report.rows import (
     MEASURED,
+    NOT_EXECUTABLE,
     PROXY,
     SKIPPED,
     ReportRow,
@@ -85,7 +86,8 @@ def _sort_key(found: Found, baseline: Path) -> tuple:
     record = found.record or (found.detector.record if found.detector else None)
     precision = record.precision if record else "?"
     rank = PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else len(PRECISION_ORDER)
-    return (found.path != baseline, found.status == SKIPPED, record.target if record else "~", rank, found.path.name)
+    status = (MEASURED, PROXY, NOT_EXECUTABLE, SKIPPED).index(found.status)
+    return (found.path != baseline, status, record.target if record else "~", rank, found.path.name)
 
 
 def _source_model(baseline: Found, directory: Path) -> tuple[Path | None, str]:
