@@ -29,7 +29,7 @@ def _status(row: ReportRow, report: "Report") -> str:
     if row.status == PROXY:
         text = f"proxy: {row.proxy}"
     elif row.status not in (MEASURED, PROXY):
-        text = f"{row.status}: {row.note}"
+        text = row.note if row.note.startswith(row.status) else f"{row.status}: {row.note}"
     if row.over_budget:
         text = f"OVER BUDGET (drop > {report.max_drop:g}); {text}"
     return text
@@ -39,14 +39,15 @@ def table_cells(row: ReportRow, report: "Report") -> list[str]:
     """The main table's cells of one row, as text."""
     worst = "-" if row.worst_class is None or row.baseline else f"{row.worst_class} ({row.worst_class_drop:+.2f})"
     latency = "-" if row.latency_ms_p50 is None else f"{row.latency_ms_p50:.1f} / {row.latency_ms_p99:.1f}"
+    agreement = "-" if row.agreement is None else f"{row.agreement:.1%}"
     if row.status not in (MEASURED, PROXY):
-        worst = latency = "not measured"
+        worst = latency = agreement = "not measured"
     elif row.status == PROXY and row.latency_ms_p50 is None:
         latency = "not measured (proxy)"
     return [Path(row.artifact).name, _status(row, report), row.target, row.precision, row.io,
             f"{row.size_bytes / 1e6:.1f}", _fmt(row.map50_95, ".4f", row), _fmt(row.map50, ".4f", row),
             _fmt(row.drop_map50_95, "+.2f", row), worst,
-            "-" if row.agreement is None else f"{row.agreement:.1%}", _fmt(row.score_shift, "+.4f", row),
+            agreement, _fmt(row.score_shift, "+.4f", row),
             latency, row.measured_on]
 
 

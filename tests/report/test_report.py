@@ -240,3 +240,10 @@ def test_report_html_renders_offline_in_chromium(report, report_dir, tmp_path):
         assert image["shownWidth"] > 100 and image["inked"] > 2000, image
     screenshot = cv2.imread(str(shot))
     assert screenshot is not None and screenshot.shape[0] > 900 and screenshot.std() > 20
+
+
+def test_the_report_modules_import_no_heavy_framework():
+    code = ("import sys, edgeport.report.build, edgeport.report.render, edgeport.report.perturb, edgeport.cli; "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'ultralytics', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
