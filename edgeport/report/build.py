@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from edgeport.artifact import ArtifactRecord, sha256_file
-from edgeport.errors import ConfigError, EdgeportError
+from edgeport.errors import ConfigError, DatasetError, EdgeportError, ModelError
 from edgeport.evaluate import EvalResult, evaluate, evaluate_with_predictions
 from edgeport.evaluate.dataset import Dataset, load_dataset
 from edgeport.report.agreement import agreement, pr_curve
@@ -242,7 +242,15 @@ def build_report(directory: str | Path, data: str | Path, *, baseline: str | Pat
                 continue
             via = f" through its proxy {f.proxy_path.name}" if f.status == PROXY else ""
             say(f"report: [{runnable.index(f) + 1}/{len(runnable)}] {f.path.name}{via}")
-            result, predictions[f.path] = evaluate_with_predictions(f.detector, data_yaml, progress=progress)
+            try:
+                result, predictions[f.path] = evaluate_with_predictions(f.detector, data_yaml, progress=progress)
+            except (DatasetError, ModelError) as exc:  # e.g. another class count: this row only
+                if f is base_found:
+                    raise
+                f.status, f.reason, f.detector = SKIPPED, f"cannot be evaluated on {data}: {exc}", None
+                say(f"report: {f.path.name}: skipped: {f.reason}")
+                rows.append(_row(f, None, None, None, len(dataset.images)))
+                continue
             latency = measure_latency(f.detector, f.detector.load(first), runs=latency_runs) if f.status == MEASURED \
                 else None
             base = base or result  # the baseline sorts first
@@ -251,7 +259,7 @@ def build_report(directory: str | Path, data: str | Path, *, baseline: str | Pat
             row.pr_curve = [round(float(v), 4) for v in pr_curve(predictions[f.path], len(dataset.names))]
             share, shift, _ = agreement(predictions[base_found.path], predictions[f.path])
             row.agreement = None if share is None else round(share, 4)
-            row.score_shift = None if shift is None else round(shift, 4)
+            row.score_shift = None if shift is None else round(shift, 4) + 0.0  # no -0.0
             rows.append(row)
         measured = [(f, r) for f, r in zip(found, rows) if f.detector is not None]
         perturbations = []

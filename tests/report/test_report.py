@@ -57,6 +57,10 @@ def report_dir(tmp_path_factory, onnx_artifact, tflite_artifacts) -> Path:
     engine.write_bytes(b"serialized TensorRT plan, needs a GPU")
     proxy = {"artifact": "model_trt_proxy.onnx", "label": "the fp32 ONNX the engine was built from, in onnxruntime"}
     _write_record(engine, record, target="tensorrt", precision="int8", proxy=proxy)
+    edgetpu = out / "model_int8_edgetpu.tflite"  # no libedgetpu / Edge TPU here: the delegate fails to load
+    shutil.copy(int8, edgetpu)
+    _write_record(edgetpu, ArtifactRecord.from_dict(json.loads(sidecar_path(int8).read_text())), target="edgetpu",
+                  precision="int8", proxy=None)
     package = out / "model_coreml.mlpackage"
     (package / "Data").mkdir(parents=True)
     (package / "Manifest.json").write_text("{}")
@@ -92,7 +96,8 @@ def test_every_artifact_gets_a_row_and_bad_files_are_skipped_with_the_reason(rep
     rows, out = report["rows"], report["out"]
     assert out.returncode in (0, 1), out.stderr
     assert set(rows) == {"shapes_yolov8n.onnx", "shapes_yolov8n_full_integer_int8.tflite", "broken.onnx",
-                         "notes.tflite", "model_trt_int8.engine", "model_coreml.mlpackage"}
+                         "notes.tflite", "model_trt_int8.engine", "model_coreml.mlpackage",
+                         "model_int8_edgetpu.tflite"}
     assert report["order"][0]["artifact"].endswith("shapes_yolov8n.onnx") and report["order"][0]["baseline"]
     for name in ("broken.onnx", "notes.tflite"):
         assert rows[name]["status"] == "skipped" and rows[name]["map50_95"] is None
@@ -158,6 +163,9 @@ def test_artifacts_this_host_cannot_run_show_their_proxy_or_no_number(report, re
     assert coreml["status"] == "not executable" and coreml["proxy"] is None and coreml["target"] == "coreml"
     assert all(coreml[k] is None for k in ("map50_95", "map50", "drop_map50_95", "latency_ms_p50", "agreement"))
     assert not coreml["over_budget"] and coreml["robustness"] == {}
+    edgetpu = rows["model_int8_edgetpu.tflite"]
+    assert edgetpu["status"] == "not executable" and edgetpu["map50_95"] is None
+    assert "Edge TPU delegate" in edgetpu["note"]
     markdown = (report_dir / "report.md").read_text()
     line = next(line for line in markdown.splitlines() if line.startswith("| model_coreml.mlpackage"))
     assert "not executable" in line and "not measured" in line
@@ -230,7 +238,7 @@ def test_report_html_renders_offline_in_chromium(report, report_dir, tmp_path):
     artifacts = page["tables"]["artifacts"]
     assert [row["cells"][0] for row in artifacts] == [
         "shapes_yolov8n.onnx", "shapes_yolov8n_full_integer_int8.tflite", "model_trt_int8.engine",
-        "model_coreml.mlpackage"]
+        "model_coreml.mlpackage", "model_int8_edgetpu.tflite"]
     assert [row["cells"][0] for row in page["tables"]["skipped"]] == ["broken.onnx", "notes.tflite"]
     assert len(page["tables"]["robustness"]) == 3 and all(len(r["cells"]) == 7 for r in page["tables"]["robustness"])
     assert [image["alt"] for image in page["images"]] == [
@@ -247,3 +255,22 @@ def test_the_report_modules_import_no_heavy_framework():
             "print(sorted(m for m in ('torch', 'tensorflow', 'ultralytics', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_pt_baseline_is_converted_and_a_folder_without_float_model_is_refused(tflite_artifacts, sample_model,
+                                                                               small_data, tmp_path):
+    folder = tmp_path / "int8_only"
+    folder.mkdir()
+    int8 = tflite_artifacts["int8"]
+    shutil.copy(int8, folder)
+    shutil.copy(sidecar_path(int8), folder)
+    refused = edgeport("report", str(folder), "--data", str(small_data), "--no-robustness")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith("edgeport: error: no float baseline")
+    out = edgeport("report", str(folder), "--data", str(small_data), "--no-robustness", "--images", "8",
+                   "--baseline", str(sample_model))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((folder / "report.json").read_text())
+    assert [(r["target"], r["precision"], r["baseline"], r["images"]) for r in rows] == [
+        ("onnx", "fp32", True, 8), ("tflite", "int8", False, 8)]
+    assert "converting the baseline shapes_yolov8n.pt to float ONNX" in out.stderr
