@@ -21,7 +21,7 @@ from edgeport.errors import ConfigError, DatasetError, EdgeportError, ModelError
 from edgeport.evaluate import EvalResult, evaluate, evaluate_with_predictions
 from edgeport.evaluate.dataset import Dataset, load_dataset
 from edgeport.report.agreement import agreement, pr_curve
-from edgeport.report.perturb import FGSM, PIXEL_PERTURBATIONS, Perturbation, perturbed_set
+from edgeport.report.perturb import FGSM, PIXEL_PERTURBATIONS, perturbed_set
 from edgeport.report.rows import (
     MEASURED,
     NOT_EXECUTABLE,
@@ -118,7 +118,10 @@ def _choose_baseline(found: list[Found], baseline: str | Path | None, work: Path
             say(f"report: converting the baseline {path.name} to float ONNX")
             onnx = convert(path, "onnx", ConvertOptions(out_dir=work / "baseline", progress=say,
                                                         command="edgeport report --baseline")).path
-            return open_artifact(onnx, threads), path
+            converted = open_artifact(onnx, threads)
+            if converted.detector is None:
+                raise ConfigError(f"--baseline {path}: its float ONNX cannot be run: {converted.reason}")
+            return converted, path
         for f in found:
             if f.path.resolve() == path.resolve():
                 return f, None
@@ -184,8 +187,9 @@ def _robustness(measured: list[tuple[Found, ReportRow]], dataset: Dataset, work:
             entry["status"] = "cached" if cached else "computed"
             if perturbation is FGSM:
                 entry["model"] = source_pt.name
-        except EdgeportError as exc:
-            reason = str(exc) if str(exc).startswith("not computed") else f"not computed: {exc}"
+        except Exception as exc:  # torch missing, a .pt that is not a detector...: this column only
+            detail = str(exc) if isinstance(exc, EdgeportError) else f"{type(exc).__name__}: {exc}"
+            reason = detail if detail.startswith("not computed") else f"not computed: {detail}"
             say(f"report: {perturbation.name}: {reason}")
             entry["status"] = reason
             for _, row in measured:
