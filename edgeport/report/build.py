@@ -236,6 +236,9 @@ def build_report(directory: str | Path, data: str | Path, *, baseline: str | Pat
         why_no_source = ""
         if source_pt is None:
             source_pt, why_no_source = _source_model(base_found, directory)
+        for f in found:
+            if source_pt is not None and f.path.resolve() == source_pt.resolve():
+                f.reason = "the float baseline's source model (used for the FGSM gradients), not an edge artifact"
         runnable = [f for f in found if f.detector is not None]
         first = dataset.images[0]
         rows, predictions, base = [], {}, None
