@@ -235,7 +235,13 @@ def html_page(report: "Report") -> str:
         parts += [f"<li><b>{e(p['name'])}</b>: {e(p['description'])}; seed "
                   f"{e(str(p['seed']) if p['seed'] is not None else 'none (deterministic)')}; {e(p['status'])}</li>"
                   for p in report.perturbations] + ["</ul>"]
-    figures = plots(report)
+    from edgeport.errors import MissingDependencyError
+
+    try:
+        figures = plots(report)
+    except MissingDependencyError as exc:  # the tables are still worth writing
+        figures = []
+        parts += ["<h2>Plots</h2>", f"<p>not drawn: {e(str(exc))}</p>"]
     if figures:
         parts.append("<h2>Plots</h2>")
         parts += [f'<figure><figcaption>{e(title)}</figcaption><img alt="{e(title)}" src="{uri}"></figure>'

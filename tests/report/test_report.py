@@ -274,3 +274,25 @@ def test_a_pt_baseline_is_converted_and_a_folder_without_float_model_is_refused(
     assert [(r["target"], r["precision"], r["baseline"], r["images"]) for r in rows] == [
         ("onnx", "fp32", True, 8), ("tflite", "int8", False, 8)]
     assert "converting the baseline shapes_yolov8n.pt to float ONNX" in out.stderr
+
+
+def test_without_matplotlib_the_page_says_how_to_get_the_plots(monkeypatch):
+    import builtins
+
+    from edgeport.report.build import Report
+    from edgeport.report.render import html_page
+    from edgeport.report.rows import ReportRow
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("matplotlib hidden by the test")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    row = ReportRow("a.onnx", "onnx", "fp32", "float32 NCHW -> float32", "onnxruntime", 1, 0.5, 0.6, 0.0, 1.0, 2.0,
+                    3.0, "here", baseline=True, pr_curve=[0.5] * 101)
+    page = html_page(Report(Path("."), "data.yaml", 1, [row], "a.onnx"))
+    assert "not drawn: matplotlib is not installed; install it with: pip install &#x27;edgeport[report]&#x27;" in page
+    assert "<img" not in page and "<td>a.onnx</td>" in page
