@@ -1,4 +1,4 @@
-"""The `edgeport` command: quickstart, convert, evaluate, detect.
+"""The `edgeport` command: quickstart, convert, report, evaluate, detect.
 
 Every EdgeportError becomes one line on stderr and exit status 2.
 """
@@ -234,7 +234,6 @@ QUICKSTART_TARGETS = (("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tf
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from edgeport import sample
     from edgeport.convert import ConvertOptions, convert
-    from edgeport.report import compare
 
     model, data = sample.model_path(), sample.data_yaml()
     _say(f"quickstart: bundled model {model.name}, val split {data.parent}")
@@ -244,8 +243,40 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
                                  data=data, calibration_images=args.calibration_images,
                                  calibration_dir=args.out / "calib")
         artifacts.append(convert(model, target, options).path)
-    rows = compare(artifacts[1:], artifacts[0], data, threads=args.threads)
-    return _print_report(rows, args.out, args.max_drop)
+    _say(f"quickstart: {len(artifacts)} artifacts written; the report follows")
+    return _run_report(args.out, data, args, command="edgeport quickstart")
+
+
+def _run_report(directory: Path, data: Path, args: argparse.Namespace, command: str) -> int:
+    from edgeport.report import build_report, format_table
+
+    report = build_report(directory, data, baseline=getattr(args, "baseline", None), max_drop=args.max_drop,
+                          images=args.images, threads=args.threads, robustness=args.robustness,
+                          cache_dir=args.cache_dir, command=command)
+    print(format_table([r for r in report.rows if r.status != "skipped"]))
+    for row in report.rows:
+        if row.status == "skipped":
+            _say(f"report: skipped {Path(row.artifact).name}: {row.note}")
+        elif row.map50_95 is None and args.max_drop is not None:
+            _say(f"report: {Path(row.artifact).name} not checked against --max-drop: {row.note}")
+    for row in report.failing:
+        _say(f"edgeport: error: {Path(row.artifact).name} drops {row.drop_map50_95:.2f} points of mAP50-95, "
+             f"more than --max-drop {args.max_drop}")
+    print(directory / "report.html")
+    return 1 if report.failing else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    return _run_report(args.dir, args.data, args, command=shlex.join(["edgeport", *sys.argv[1:]]))
+
+
+def _add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", type=int, default=None,
+                        help="evaluate on N val images spread over the split (default: all)")
+    parser.add_argument("--no-robustness", dest="robustness", action="store_false",
+                        help="skip the perturbed-image evaluations")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="keep the perturbed image sets here and reuse them (default: a temporary folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,13 +288,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("quickstart", help="convert the bundled sample model to every target and compare them",
-                       description="Convert the bundled sample model to every target, evaluate each artifact on "
-                       "the bundled val split through the runtime, print the comparison table.")
+                       description="Convert the bundled sample model to every target, then run `edgeport report` "
+                       "on them with the bundled val split: table, report.md, report.html, report.json.")
     p.add_argument("--out", type=Path, default=Path("edgeport-quickstart"), help="output folder")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--calibration-images", type=int, default=80, help="int8 calibration images (default 80)")
     p.add_argument("--max-drop", type=float, default=None, help="exit 1 when an artifact drops more points")
+    _add_report_options(p)
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("report", help="compare every artifact of a folder: report.md, report.html, report.json",
+                       description="Evaluate every artifact in DIR through the runtime against the float "
+                       "baseline: mAP, drop, per-class drop, agreement, latency, robustness under perturbations; "
+                       "write DIR/report.md, DIR/report.html (self-contained) and DIR/report.json.")
+    p.add_argument("dir", type=Path, help="folder holding the artifacts")
+    p.add_argument("--data", type=Path, required=True, help="DATA.yaml of a YOLO-format dataset (val split)")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="float baseline: an Ultralytics .pt (converted to float ONNX; also the FGSM gradient "
+                   "model) or a float artifact (default: the float ONNX in DIR)")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="exit 1 when an artifact drops more points of mAP50-95 than this (rows marked)")
+    p.add_argument("--threads", type=int, default=None)
+    _add_report_options(p)
+    p.set_defaults(func=cmd_report)
 
     from edgeport.convert import TARGETS
 

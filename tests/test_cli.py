@@ -16,7 +16,7 @@ def edgeport(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
                           timeout=600)
 
 
-@pytest.mark.parametrize("command", ["quickstart", "convert", "evaluate", "detect", "calibrate"])
+@pytest.mark.parametrize("command", ["quickstart", "convert", "report", "evaluate", "detect", "calibrate"])
 def test_every_subcommand_has_help(command):
     out = edgeport(command, "--help")
     assert out.returncode == 0 and "usage: edgeport" in out.stdout
@@ -78,6 +78,9 @@ def test_quickstart_converts_evaluates_and_prints_the_table(tmp_path):
             assert key in row
         assert Path(row["artifact"]).is_file() and row["map50_95"] > 0.5
         assert Path(row["artifact"]).name in out.stdout
+        assert set(row["robustness"]) == {"noise", "blur", "jpeg30", "bright+40", "bright-40", "fgsm"}
+        assert row["robustness"]["fgsm"]["map50_95"] is not None  # gradients from the bundled .pt
+    assert (tmp_path / "qs" / "report.md").is_file() and "<img" in (tmp_path / "qs" / "report.html").read_text()
 
 
 def test_model_and_image_errors_are_one_line_each(onnx_artifact, val_images, tmp_path):

@@ -80,6 +80,15 @@ def evaluate(model: str | Path | Detector, data: str | Path, *, protocol: str = 
     protocol "coco" (101-point AP as pycocotools) or "ultralytics" (as `yolo val`). `conf` is the
     threshold for the reported precision and recall. Raises DatasetError and the runtime's errors.
     """
+    return evaluate_with_predictions(model, data, protocol=protocol, conf=conf, split=split, backend=backend,
+                                     threads=threads, exif=exif, progress=progress)[0]
+
+
+def evaluate_with_predictions(model: str | Path | Detector, data: str | Path, *, protocol: str = "coco",
+                              conf: float = 0.25, split: str = "val", backend: str | None = None,
+                              threads: int | None = None, exif: bool = True,
+                              progress: bool = True) -> tuple[EvalResult, list[ImageEval]]:
+    """`evaluate`, also returning each image's ground truth and predictions (in dataset order)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
     detector = model if isinstance(model, Detector) else Detector(model, backend=backend, threads=threads)
@@ -100,4 +109,5 @@ def evaluate(model: str | Path | Detector, data: str | Path, *, protocol: str = 
         map50=float(np.nanmean(ap[:, 0])) if valid.any() else 0.0,
         per_class={n: float(ap[i].mean()) for i, n in enumerate(dataset.names) if valid[i]},
         per_class_map50={n: float(ap[i, 0]) for i, n in enumerate(dataset.names) if valid[i]},
-        precision=precision, recall=recall, conf=conf, images=len(images), images_per_second=rate, exif=exif)
+        precision=precision, recall=recall, conf=conf, images=len(images), images_per_second=rate,
+        exif=exif), images

@@ -1,4 +1,4 @@
-"""The accuracy comparison table: one row per artifact, with its drop against the float baseline."""
+"""The report's rows: one per artifact, with its drop against the float baseline; the text table and report.json."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,9 +17,17 @@ from edgeport.evaluate import EvalResult, evaluate
 from edgeport.runtime import Detector
 
 
+# ReportRow.status values
+MEASURED, PROXY, NOT_EXECUTABLE, SKIPPED = "measured", "proxy", "not executable", "skipped"
+
+
 @dataclass
 class ReportRow:
-    """One artifact's line in the report; `to_dict` gives the report.json keys."""
+    """One artifact's line in the report; `to_dict` gives the report.json keys.
+
+    Numbers are None where nothing was measured (an artifact this host cannot execute and that
+    has no proxy, a skipped file): never a blank that reads as a pass. Drops are in points of mAP.
+    """
 
     artifact: str
     target: str
@@ -27,14 +35,29 @@ class ReportRow:
     io: str
     backend: str
     size_bytes: int
-    map50_95: float
-    map50: float
+    map50_95: float | None
+    map50: float | None
     drop_map50_95: float | None
-    latency_ms_p50: float
-    latency_ms_p99: float
-    images_per_second: float
+    latency_ms_p50: float | None
+    latency_ms_p99: float | None
+    images_per_second: float | None
     measured_on: str
     calibration: str = "none"  # method and image count of an integer model's calibration
+    proxy: str | None = None  # label of the proxy evaluated in place of an artifact this host cannot run
+    status: str = MEASURED  # measured, proxy, not executable, skipped
+    note: str = ""  # why not executable / skipped, which proxy file, ...
+    baseline: bool = False
+    images: int | None = None
+    drop_map50: float | None = None
+    per_class: dict[str, float] = field(default_factory=dict)  # class -> AP50-95
+    per_class_drop: dict[str, float] = field(default_factory=dict)  # class -> points lost vs the baseline
+    worst_class: str | None = None
+    worst_class_drop: float | None = None
+    agreement: float | None = None  # share of the baseline's detections (conf >= 0.25) matched
+    score_shift: float | None = None  # mean score change of the matched detections
+    robustness: dict[str, dict[str, Any]] = field(default_factory=dict)  # perturbation -> mAP, drop
+    over_budget: bool = False
+    pr_curve: list[float] = field(default_factory=list)  # precision at recall 0, 0.01 .. 1 (IoU 0.5)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,13 +116,21 @@ def format_table(rows: Sequence[ReportRow]) -> str:
     header = ("artifact", "target", "precision", "I/O", "size MB", "mAP50-95", "mAP50", "drop pts", "p50 ms", "img/s")
     lines = [header]
     for r in rows:
-        lines.append((Path(r.artifact).name, r.target, r.precision, r.io, f"{r.size_bytes / 1e6:.1f}",
-                      f"{r.map50_95:.4f}", f"{r.map50:.4f}", "-" if r.drop_map50_95 is None else f"{r.drop_map50_95:+.2f}",
-                      f"{r.latency_ms_p50:.1f}", f"{r.images_per_second:.1f}"))
+        name = Path(r.artifact).name + ("" if r.status == MEASURED else f" ({r.status})")
+        lines.append((name + (" OVER BUDGET" if r.over_budget else ""), r.target, r.precision, r.io, f"{r.size_bytes / 1e6:.1f}",
+                      _number(r.map50_95, ".4f", r), _number(r.map50, ".4f", r), _number(r.drop_map50_95, "+.2f", r),
+                      _number(r.latency_ms_p50, ".1f", r), _number(r.images_per_second, ".1f", r)))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     text = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)) for line in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
+
+
+def _number(value: float | None, spec: str, row: ReportRow) -> str:
+    """A number, or what stands in its place: never a blank that reads as a pass."""
+    if value is not None:
+        return format(value, spec)
+    return "-" if row.status in (MEASURED, PROXY) else "n/a"
 
 
 def write_report(rows: Sequence[ReportRow], out_dir: Path, merge: bool = True) -> Path:
