@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from edgeport.report.rows import MEASURED, PROXY, SKIPPED, ReportRow
+from edgeport.report.rows import artifact_name, MEASURED, PROXY, SKIPPED, ReportRow
 
 if TYPE_CHECKING:
     from edgeport.report.build import Report
@@ -44,7 +44,7 @@ def table_cells(row: ReportRow, report: "Report") -> list[str]:
         worst = latency = agreement = "not measured"
     elif row.status == PROXY and row.latency_ms_p50 is None:
         latency = "not measured (proxy)"
-    return [Path(row.artifact).name, _status(row, report), row.target, row.precision, row.io,
+    return [artifact_name(row.artifact), _status(row, report), row.target, row.precision, row.io,
             f"{row.size_bytes / 1e6:.1f}", _fmt(row.map50_95, ".4f", row), _fmt(row.map50, ".4f", row),
             _fmt(row.drop_map50_95, "+.2f", row), worst,
             agreement, _fmt(row.score_shift, "+.4f", row),
@@ -53,7 +53,7 @@ def table_cells(row: ReportRow, report: "Report") -> list[str]:
 
 def robustness_cells(row: ReportRow, names: list[str], baseline: ReportRow) -> list[str]:
     """mAP50-95 under each perturbation, its drop from the row's clean mAP, and that drop minus the baseline's."""
-    cells = [Path(row.artifact).name]
+    cells = [artifact_name(row.artifact)]
     for name in names:
         entry, base = row.robustness.get(name, {}), baseline.robustness.get(name, {})
         if entry.get("map50_95") is None:
@@ -71,7 +71,7 @@ def _intro(report: "Report") -> list[tuple[str, str]]:
             ("baseline", f"{report.baseline} (float; drops are its mAP minus the artifact's, in points)"),
             ("host", report.host), ("created", report.created)] + (
         [("--max-drop", f"{report.max_drop:g} points of mAP50-95: "
-          + (", ".join(Path(r.artifact).name for r in report.failing) + " over budget" if report.failing
+          + (", ".join(artifact_name(r.artifact) for r in report.failing) + " over budget" if report.failing
              else "every measured artifact within budget"))] if report.max_drop is not None else [])
 
 
@@ -107,7 +107,7 @@ def markdown(report: "Report") -> str:
                 f"; {p['status']}" for p in report.perturbations] + [""]
     skipped = [r for r in report.rows if r.status == SKIPPED]
     if skipped:
-        out += ["## Skipped files", ""] + [f"- `{Path(r.artifact).name}`: {r.note}" for r in skipped] + [""]
+        out += ["## Skipped files", ""] + [f"- `{artifact_name(r.artifact)}`: {r.note}" for r in skipped] + [""]
     out += ["## How to read it", ""] + [f"- {n}" for n in NOTES] + [""]
     return "\n".join(out)
 
@@ -145,7 +145,7 @@ def plots(report: "Report") -> list[tuple[str, str]]:
     rows = [r for r in report.rows if r.map50_95 is not None]
     if not rows:
         return []
-    names = [Path(r.artifact).name for r in rows]
+    names = [artifact_name(r.artifact) for r in rows]
     labels = [n if len(n) <= 28 else n[:12] + "…" + n[-14:] for n in names]
     out = []
 
@@ -248,7 +248,7 @@ def html_page(report: "Report") -> str:
                   for title, uri in figures]
     skipped = [r for r in report.rows if r.status == SKIPPED]
     if skipped:
-        parts += ["<h2>Skipped files</h2>", table(["file", "reason"], [[Path(r.artifact).name, r.note]
+        parts += ["<h2>Skipped files</h2>", table(["file", "reason"], [[artifact_name(r.artifact), r.note]
                                                                       for r in skipped], None, "skipped")]
     parts += ["<h2>How to read it</h2>", "<ul>"] + [f"<li>{e(n)}</li>" for n in NOTES] + ["</ul>", "</body></html>"]
     return "\n".join(parts)

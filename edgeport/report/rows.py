@@ -63,6 +63,12 @@ class ReportRow:
         return asdict(self)
 
 
+def artifact_name(path: str | Path) -> str:
+    """How a row names its artifact: the file name, with its folder for a model of an onnx-web folder."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if (path.parent / "edgeport-web.json").is_file() else path.name
+
+
 def host_description() -> str:
     """e.g. 'x86_64 Linux, 2 CPUs'."""
     return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs"
@@ -116,7 +122,7 @@ def format_table(rows: Sequence[ReportRow]) -> str:
     header = ("artifact", "target", "precision", "I/O", "size MB", "mAP50-95", "mAP50", "drop pts", "p50 ms", "img/s")
     lines = [header]
     for r in rows:
-        name = Path(r.artifact).name + ("" if r.status == MEASURED else f" ({r.status})")
+        name = artifact_name(r.artifact) + ("" if r.status == MEASURED else f" ({r.status})")
         lines.append((name + (" OVER BUDGET" if r.over_budget else ""), r.target, r.precision, r.io, f"{r.size_bytes / 1e6:.1f}",
                       _number(r.map50_95, ".4f", r), _number(r.map50, ".4f", r), _number(r.drop_map50_95, "+.2f", r),
                       _number(r.latency_ms_p50, ".1f", r), _number(r.images_per_second, ".1f", r)))

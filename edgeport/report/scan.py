@@ -71,13 +71,15 @@ def open_artifact(path: Path, threads: int | None = None) -> Found:
         return Found(path, SKIPPED, reason="a source model, not an edge artifact (pass it as --baseline to "
                                            "measure against it)")
     try:
-        return Found(path, MEASURED, detector=Detector(path, threads=threads))
+        detector = Detector(path, threads=threads)
     except (BackendError, MissingDependencyError, ModelNotFoundError) as exc:
         cannot_run = str(exc) if not path.is_dir() else f"no backend on this host opens a {path.suffix} folder"
     except EdgeportError as exc:
         return Found(path, SKIPPED, reason=str(exc))
     except Exception as exc:  # an interpreter failing on a foreign file must not lose the other rows
         return Found(path, SKIPPED, reason=f"{type(exc).__name__}: {exc}")
+    else:
+        return _opened(path, detector)
     try:
         record = loose_record(path)
     except EdgeportError as exc:
@@ -97,9 +99,47 @@ def open_artifact(path: Path, threads: int | None = None) -> Found:
                  reason=f"not executable on this host ({cannot_run}); evaluated through {proxy_path.name}")
 
 
+def _opened(path: Path, detector: Detector) -> Found:
+    """An artifact the runtime opened; an ONNX that only stands for an engine built on the device
+    (its record's proxy names itself, as `--target tensorrt` writes) is labelled as that proxy."""
+    record = detector.record
+    proxy = record.provenance.get("proxy")
+    if isinstance(proxy, dict) and proxy.get("artifact") == path.name and proxy.get("label"):
+        return Found(path, PROXY, detector=detector, record=record, proxy_path=path, proxy_label=str(proxy["label"]),
+                     reason=f"the {record.target} engine is built on the device; this file runs on this host as "
+                            "its proxy")
+    found = Found(path, MEASURED, detector=detector)
+    if record.target == "onnx-web":
+        found.reason = browser_note(path)
+    return found
+
+
+def browser_note(path: Path) -> str:
+    """For a model of an onnx-web folder: its in-browser latency when benchmarks/web_latency.py measured it."""
+    from edgeport.web import read_browser_latency
+
+    measured = read_browser_latency(path.parent) or {}
+    rows = [r for r in measured.get("rows", []) if r.get("model") == path.name]
+    if not rows:
+        return ("accuracy measured with onnxruntime on the same model file the page loads; in-browser latency "
+                "not measured yet (python benchmarks/web_latency.py)")
+    best = min(rows, key=lambda r: r.get("end_to_end_ms_p50") or float("inf"))
+    return (f"in {measured.get('browser', 'the browser')} ({best.get('backend')}, {best.get('threads')} thread(s)): "
+            f"end to end p50 {best.get('end_to_end_ms_p50')} ms, p99 {best.get('end_to_end_ms_p99')} ms")
+
+
+def _web_models(directory: Path) -> list[Path]:
+    """The models of the onnx-web folders (`<name>_web/` with the page's manifest) inside `directory`."""
+    from edgeport.web import MANIFEST
+
+    return [model for folder in sorted(directory.iterdir()) if (folder / MANIFEST).is_file()
+            for model in sorted(folder.glob("*.onnx"))]
+
+
 def scan(directory: Path, threads: int | None = None) -> list[Found]:
-    """Every model file directly in `directory`, in name order; proxies are folded into the rows
-    of the artifacts they stand for."""
-    found = [open_artifact(p, threads) for p in sorted(directory.iterdir()) if is_model_file(p)]
-    proxies = {f.proxy_path.resolve() for f in found if f.proxy_path is not None}
+    """Every model file directly in `directory` and in its onnx-web folders, in name order; proxies are
+    folded into the rows of the artifacts they stand for."""
+    paths = [p for p in sorted(directory.iterdir()) if is_model_file(p)] + _web_models(directory)
+    found = [open_artifact(p, threads) for p in paths]
+    proxies = {f.proxy_path.resolve() for f in found if f.proxy_path is not None and f.proxy_path != f.path}
     return [f for f in found if f.path.resolve() not in proxies]
