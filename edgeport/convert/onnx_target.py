@@ -11,6 +11,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -198,18 +199,24 @@ def reduced_precision(model, source: Path, options: ConvertOptions, target: str,
     return quantized, prov
 
 
+def model_at_precision(source: Path, options: ConvertOptions, target: str, flavour: Any) -> tuple[Any, Any, dict]:
+    """(ONNX model, class names, provenance) of `source` at options.precision for `target`;
+    `flavour` is the onnx_quant setting set (CPU or TENSORRT) used below fp32."""
+    check_precision(target, options)
+    model, names = float_model(source, options)
+    if options.precision == "fp32":
+        return model, names, provenance(source, options.command)
+    model, prov = reduced_precision(model, source, options, target, flavour)
+    return model, names, prov
+
+
 def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:
     """Write DIR/<stem>.onnx (fp32), <stem>_fp16.onnx or <stem>_int8.onnx (static QDQ) with the
     record embedded; return the Artifact."""
     from edgeport.convert import onnx_quant
 
-    check_precision("onnx", options)
     say = options.progress or (lambda line: None)
-    model, names = float_model(source, options)
-    if options.precision == "fp32":
-        prov = provenance(source, options.command)
-    else:
-        model, prov = reduced_precision(model, source, options, "onnx", onnx_quant.CPU)
+    model, names, prov = model_at_precision(source, options, "onnx", onnx_quant.CPU)
     record = split_record(model, names, "onnx", options.precision, prov)
     out = options.out_dir / f"{options.name or source.stem}{SUFFIX[options.precision]}.onnx"
     save_with_record(model, record, out)

@@ -20,17 +20,10 @@ PROXY_LABEL = {
 def convert_tensorrt(source: Path, options: ConvertOptions) -> Artifact:
     """Write DIR/<stem>_trt_<precision>.onnx with its record embedded; return the Artifact."""
     from edgeport.convert import onnx_quant
-    from edgeport.convert.onnx_target import (check_precision, float_model, reduced_precision, save_with_record,
-                                              split_record)
-    from edgeport.convert.provenance import provenance
+    from edgeport.convert.onnx_target import model_at_precision, save_with_record, split_record
 
-    check_precision("tensorrt", options)
     say = options.progress or (lambda line: None)
-    model, names = float_model(source, options)
-    if options.precision == "fp32":
-        prov = provenance(source, options.command)
-    else:
-        model, prov = reduced_precision(model, source, options, "tensorrt", onnx_quant.TENSORRT)
+    model, names, prov = model_at_precision(source, options, "tensorrt", onnx_quant.TENSORRT)
     out = options.out_dir / f"{options.name or source.stem}_trt_{options.precision}.onnx"
     flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[options.precision]
     prov = {**prov, "proxy": {"artifact": out.name, "label": PROXY_LABEL[options.precision]},
