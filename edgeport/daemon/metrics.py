@@ -119,6 +119,8 @@ class Metrics:
                                ["camera", "reason"])
         self.inference_ms = Histogram("edgeport_inference_milliseconds",
                                       "preprocess + invoke + postprocess per batch", ["camera"])
+        self.publish_latency_ms = Histogram("edgeport_capture_to_publish_milliseconds",
+                                            "from the frame's capture to its detections handed to MQTT", ["camera"])
         self.detections = Counter("edgeport_detections_total", "detections after NMS", ["camera", "class"])
         self.events = Counter("edgeport_events_total", "object appeared/left events", ["camera", "kind"])
         self.published = Counter("edgeport_mqtt_published_total", "MQTT messages acknowledged", ["kind"])
@@ -132,7 +134,7 @@ class Metrics:
         self.queue_depth = Gauge("edgeport_queue_depth", "items waiting per queue", ["queue"])
         self.mqtt_connected = Gauge("edgeport_mqtt_connected", "1 when the broker connection is up", [])
         self.families: list[_Family] = [
-            self.frames, self.dropped, self.inference_ms, self.detections, self.events, self.published,
+            self.frames, self.dropped, self.inference_ms, self.publish_latency_ms, self.detections, self.events, self.published,
             self.queue_overflow, self.reconnects, self.http_requests, self.fps, self.source_state,
             self.queue_depth, self.mqtt_connected,
         ]

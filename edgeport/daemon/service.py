@@ -339,6 +339,7 @@ class Daemon:
             return
         if self.mqtt.publish_detections(camera, result.payload()):
             self._last_published[camera] = now
+            self.metrics.publish_latency_ms.observe((time.monotonic() - result.frame.captured) * 1000, camera)
 
     def _on_state(self, camera: str, state: str) -> None:
         if state == "reconnecting":
