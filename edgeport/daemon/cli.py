@@ -45,12 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         while args.max_frames is None or frames < args.max_frames:
             frame = capture.take(timeout=0.2)
             if frame is None:
-                if capture.state in ("ended", "failed") and not capture.alive:
-                    frame = capture.take()
-                    if frame is None:
-                        break
-                else:
-                    continue
+                if capture.state in ("ended", "failed") and not capture.alive and not capture.pending:
+                    break
+                continue
             rgb = cv2.cvtColor(frame.bgr, cv2.COLOR_BGR2RGB)
             detections = detector.detect_rgb([rgb])[0]
             frames += 1

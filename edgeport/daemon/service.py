@@ -240,7 +240,7 @@ class Daemon:
     # -- the inference loop -------------------------------------------------------------------------
     def _gather(self) -> list[Frame]:
         """Up to one waiting frame per camera (round-robin), at most the model's batch size."""
-        batch = self.detector._batch_size or len(self.captures)
+        batch = self.detector.batch_size or len(self.captures)
         frames = []
         for capture in self.captures.values():
             frame = capture.take()
@@ -258,10 +258,9 @@ class Daemon:
             self._ping()
             frames = self._gather()
             if not frames:
-                if self._all_sources_done():
-                    if all(c.take() is None for c in self.captures.values()):
-                        log.info("every source has ended")
-                        return
+                if self._all_sources_done() and not any(c.pending for c in self.captures.values()):
+                    log.info("every source has ended")
+                    return
                 self._frame_ready.wait(0.05)
                 self._frame_ready.clear()
                 continue
@@ -271,7 +270,7 @@ class Daemon:
 
     def _infer(self, frames: list[Frame]) -> None:
         images = [cv2.cvtColor(frame.bgr, cv2.COLOR_BGR2RGB) for frame in frames]
-        fixed = self.detector._batch_size
+        fixed = self.detector.batch_size
         if fixed > 1 and len(images) < fixed:  # a fixed-batch model: pad with copies, ignore their results
             images += [images[-1]] * (fixed - len(images))
         self._busy_since = time.monotonic()

@@ -279,6 +279,12 @@ class CaptureThread:
             if self._on_state:
                 self._on_state(self.id, state)
 
+    @property
+    def pending(self) -> int:
+        """Frames waiting for the loop."""
+        with self._lock:
+            return len(self._frames)
+
     def take(self, timeout: float = 0.0) -> Frame | None:
         """The oldest waiting frame (with `latest`, the newest read), or None after `timeout` seconds."""
         with self._lock:

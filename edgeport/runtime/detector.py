@@ -148,6 +148,11 @@ class Detector:
         return self.record.imgsz
 
     @property
+    def batch_size(self) -> int:
+        """The model's fixed batch size (1 for most edge artifacts); 0 when the batch is dynamic."""
+        return self._batch_size
+
+    @property
     def backend_name(self) -> str:
         return self.backend.name
 
