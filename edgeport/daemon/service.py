@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -229,10 +229,10 @@ class Daemon:
             sink.close()
         if self.mqtt:
             self.mqtt.stop()
-        if self.spool:
-            self.spool.close()
         if self.http:
             self.http.stop()
+        if self.spool:  # after HTTP: /health reads the spool until the server is down
+            self.spool.close()
         if self.jsonl:
             self.jsonl.close()
         log.info("stopped after %d frames", self.processed)
@@ -324,7 +324,7 @@ class Daemon:
             self.metrics.events.inc(event.camera, event.kind)
             if self.snapshots is not None:
                 path = self.snapshots.save(draw(result.frame.bgr, result.detections), event)
-                event = type(event)(**{**event.__dict__, "snapshot": str(path)})
+                event = replace(event, snapshot=str(path))
             record = event.to_dict()
             if self.jsonl:
                 self.jsonl.write(record)
