@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from edgeport.evaluate import evaluate  # noqa: E402
 from edgeport.report import host_description, io_types  # noqa: E402
 from edgeport.runtime import Detector  # noqa: E402
 from edgeport.runtime.image_io import load_image  # noqa: E402
+from stages import timed_detect  # noqa: E402
 
 VARIANTS = (("onnx fp32", "onnx", "fp32"), ("onnx fp16", "onnx", "fp16"), ("onnx int8 QDQ", "onnx", "int8"),
             ("tensorrt int8 QDQ (in onnxruntime)", "tensorrt", "int8"))
@@ -44,16 +44,10 @@ def time_stages(detectors: dict[str, Detector], image_rgb: np.ndarray, runs: int
     samples = {label: {stage: [] for stage in STAGES} for label in detectors}
     for round_index in range(warmup + runs):
         for label, detector in detectors.items():
-            t0 = time.perf_counter()
-            tensor, placements = detector.preprocess([image_rgb])
-            t1 = time.perf_counter()
-            outputs = detector.infer(tensor)
-            t2 = time.perf_counter()
-            detector.postprocess(outputs, placements)
-            t3 = time.perf_counter()
+            pre, invoke, post = timed_detect(detector, image_rgb)
             if round_index >= warmup:
-                for stage, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
-                    samples[label][stage].append(value * 1000)
+                for stage, value in zip(STAGES, (pre, invoke, post, pre + invoke + post)):
+                    samples[label][stage].append(value)
     return {label: {stage: (round(float(np.percentile(v, 50)), 2), round(float(np.percentile(v, 99)), 2),
                             round(float(np.min(v)), 2))
                     for stage, v in stages.items()} for label, stages in samples.items()}

@@ -19,7 +19,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from edgeport import sample  # noqa: E402
 from edgeport.runtime import Detector  # noqa: E402
 from edgeport.web import BROWSER_LATENCY, MANIFEST  # noqa: E402
 from edgeport.web.serve import serve_in_background  # noqa: E402
+from stages import timed_detect  # noqa: E402
 
 IMAGE = "val_0014.jpg"  # 640x480, no EXIF tag
 
@@ -62,16 +62,10 @@ def python_run(model: Path, threads: int, runs: int, warmup: int) -> dict:
     rgb = detector.load(sample.data_yaml().parent / "images" / "val" / IMAGE)
     inference, total = [], []
     for i in range(warmup + runs):
-        t0 = time.perf_counter()
-        tensor, placements = detector.preprocess([rgb])
-        t1 = time.perf_counter()
-        outputs = detector.infer(tensor)
-        t2 = time.perf_counter()
-        detector.postprocess(outputs, placements)
-        t3 = time.perf_counter()
+        pre, invoke, post = timed_detect(detector, rgb)
         if i >= warmup:
-            inference.append((t2 - t1) * 1000)
-            total.append((t3 - t0) * 1000)
+            inference.append(invoke)
+            total.append(pre + invoke + post)
     return {"threads": threads, "inference_ms_p50": float(np.percentile(inference, 50)),
             "inference_ms_p99": float(np.percentile(inference, 99)),
             "end_to_end_ms_p50": float(np.percentile(total, 50)), "end_to_end_ms_p99": float(np.percentile(total, 99))}

@@ -65,8 +65,10 @@ class ReportRow:
 
 def artifact_name(path: str | Path) -> str:
     """How a row names its artifact: the file name, with its folder for a model of an onnx-web folder."""
+    from edgeport.web import MANIFEST
+
     path = Path(path)
-    return f"{path.parent.name}/{path.name}" if (path.parent / "edgeport-web.json").is_file() else path.name
+    return f"{path.parent.name}/{path.name}" if (path.parent / MANIFEST).is_file() else path.name
 
 
 def host_description() -> str:
