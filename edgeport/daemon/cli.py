@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             detections = detector.detect_rgb([rgb])[0]
             frames += 1
             print(json.dumps({"frame": frame.index, "time": round(frame.wall, 3), **detections.to_dict()},
-                             separators=(",", ":")), flush=True)
+                             separators=(",", ":"), allow_nan=False), flush=True)
             if args.save:
                 annotated = draw(frame.bgr, detections)
                 if writer is None:
