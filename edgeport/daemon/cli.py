@@ -96,10 +96,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         raise ConfigError("give the configuration: edgeport daemon --config edgeport.yaml")
     config = load_config(args.config)
     if args.check:
-        cameras = ", ".join(f"{c.id} ({c.source})" for c in config.cameras)
-        outputs = [name for name in ("mqtt", "http", "jsonl") if getattr(config, name) is not None]
-        print(f"{args.config}: valid; model {config.model}; cameras: {cameras}; outputs: "
-              f"{', '.join(outputs) or 'none'}")
+        from edgeport.daemon.check import check
+
+        lines, problems = check(config)
+        print(f"{args.config}: valid configuration")
+        for line in lines:
+            print(f"  {line}")
+        if problems:
+            raise ConfigError(f"{args.config}: " + "; ".join(problems))
         return 0
     from edgeport.daemon.service import Daemon
 
