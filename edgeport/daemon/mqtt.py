@@ -37,7 +37,7 @@ class MqttLink:
                  names: tuple[str, ...], faults: Faults | None = None) -> None:
         mqtt = _paho()
         self.config, self.spool, self.metrics = config, spool, metrics
-        self.faults = faults or Faults()
+        self.faults = faults if faults is not None else Faults()
         self.cameras, self.names = cameras, names
         self.prefix = config.topic_prefix.rstrip("/")
         self.availability_topic = f"{self.prefix}/availability"
@@ -174,7 +174,7 @@ class MqttLink:
                     self.spool.recover(str(exc))
                     self.faults.notice(self.spool.recovered or str(exc))
                     continue
-                self.faults.report("spool", f"cannot store events ({exc}); {len(self._backlog)} wait in memory")
+                self.faults.report("spool", f"cannot store events ({exc}); they wait in memory, in order")
                 return
             self._backlog.popleft()
             self.faults.clear("spool")
@@ -213,11 +213,13 @@ class MqttLink:
         again after a capped exponential backoff, until stopped."""
         failures = 0
         while not self._stop.is_set():
+            delivered = self.metrics.published.value("events")
             try:
                 self._send_events()
                 return
             except Exception as exc:  # the sender must outlive any error; the fault is shown in /health
-                failures += 1
+                progressed = self.metrics.published.value("events") > delivered
+                failures = 1 if progressed else failures + 1  # the backoff starts again after a success
                 self.sender_restarts += 1
                 if is_corruption(exc):
                     with self._spool_lock:

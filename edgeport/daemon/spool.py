@@ -44,6 +44,8 @@ class Spool:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # durable once written: the WAL is synced at every commit
+            db.execute("PRAGMA wal_autocheckpoint=64")  # a small WAL (256 kB pages) for small disks
+            db.execute("PRAGMA journal_size_limit=1048576")  # and trimmed back to 1 MB after a checkpoint
             db.execute("CREATE TABLE IF NOT EXISTS queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                        "topic TEXT NOT NULL, payload BLOB NOT NULL, retain INTEGER NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS stats (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
@@ -101,8 +103,11 @@ class Spool:
     def next_seq(self) -> int:
         """The sequence number the next `put` will get: past every seq this file or the high-water file saw."""
         with self._lock:
-            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'queue'").fetchone()
-            return max(int(row[0]) if row else 0, self._high_water()) + 1
+            return self._next_seq()
+
+    def _next_seq(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'queue'").fetchone()
+        return max(int(row[0]) if row else 0, self._high_water()) + 1
 
     # the queue -------------------------------------------------------------------------------------
     def put(self, topic: str, payload: bytes, retain: bool = False, seq: int | None = None) -> int:
@@ -113,7 +118,7 @@ class Spool:
         """
         with self._lock:
             cursor = self._db.execute("INSERT INTO queue (seq, topic, payload, retain) VALUES (?, ?, ?, ?)",
-                                      (seq, topic, payload, int(retain)))
+                                      (seq or self._next_seq(), topic, payload, int(retain)))
             seq = int(cursor.lastrowid)
             count = self._db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
             if count > self.max_items:
