@@ -135,7 +135,8 @@ class MqttLink:
         """Best effort (not spooled): False when the broker is down."""
         if not self._connected.is_set():
             return False
-        self.client.publish(f"{self.prefix}/{camera}/detections", json.dumps(payload, separators=(",", ":"), allow_nan=False),
+        self.client.publish(f"{self.prefix}/{camera}/detections",
+                            json.dumps(payload, separators=(",", ":"), allow_nan=False),
                             qos=0)
         counts = {name: 0 for name in self.names}
         for item in payload.get("detections", []):
@@ -265,9 +266,10 @@ class MqttLink:
                     "availability_topic": self.availability_topic, "unit_of_measurement": "objects",
                     "device": device,
                 }
-                client.publish(f"{prefix}/sensor/edgeport_{camera}_{slug}/config", json.dumps(config, allow_nan=False), qos=1,
-                               retain=True)
+                client.publish(f"{prefix}/sensor/edgeport_{camera}_{slug}/config",
+                               json.dumps(config, allow_nan=False), qos=1, retain=True)
             state = {"name": f"{camera} source", "unique_id": f"edgeport_{camera}_state",
                      "state_topic": f"{self.prefix}/{camera}/state",
                      "availability_topic": self.availability_topic, "device": device}
-            client.publish(f"{prefix}/sensor/edgeport_{camera}_state/config", json.dumps(state, allow_nan=False), qos=1, retain=True)
+            client.publish(f"{prefix}/sensor/edgeport_{camera}_state/config", json.dumps(state, allow_nan=False),
+                           qos=1, retain=True)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from edgeport.daemon.config import DaemonConfig
-from edgeport.daemon.events import SnapshotStore, Tracker
+from edgeport.daemon.events import Event, SnapshotStore, Tracker
 from edgeport.daemon.faults import Faults
 from edgeport.daemon.metrics import Metrics
 from edgeport.daemon.redact import install_log_filter, redact
@@ -337,7 +337,7 @@ class Daemon:
             if self.jsonl:
                 self.jsonl.write(record)
 
-    def _snapshot(self, event, result: Result):
+    def _snapshot(self, event: Event, result: Result) -> Event:
         """The event with its snapshot path, or with the reason its snapshot could not be written."""
         try:
             path = self.snapshots.save(draw(result.frame.bgr, result.detections), event)
@@ -398,7 +398,8 @@ class Daemon:
         now = time.monotonic()
         cameras = {}
         for cid, c in self.captures.items():
-            cameras[cid] = {"state": c.state, "error": redact(c.error) if c.error else None, "frames_read": c.frames_read,
+            cameras[cid] = {"state": c.state, "error": redact(c.error) if c.error else None,
+                            "frames_read": c.frames_read,
                             "dropped": c.dropped, "reconnects": c.reconnects,
                             "last_frame_age_s": round(now - c.last_frame_at, 3) if c.last_frame_at else None}
         working = any(c.state in ("connected", "connecting", "reconnecting") for c in self.captures.values())

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.request
 
 import pytest
 from daemon_support import wait_for
@@ -143,8 +142,3 @@ def test_synchronous_full_is_set(tmp_path):
     spool.put("t", b"x")
     spool.ack(1)
     assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())

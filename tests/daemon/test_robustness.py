@@ -10,18 +10,19 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from daemon_support import free_port, wait_for
-from test_faults import SmallDisk, small_disk  # noqa: F401 (fixture)
+from test_faults import small_disk  # noqa: F401 (fixture)
 from test_mqtt import Subscriber
 
 from edgeport.daemon.config import parse_config
 from edgeport.daemon.events import Event, SnapshotStore
 from edgeport.daemon.service import Daemon
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "runtime"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "runtime"))  # the bomb's maker
 from test_image_bomb import bomb_png  # noqa: E402
 
 
