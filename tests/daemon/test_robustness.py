@@ -190,3 +190,33 @@ def test_failed_snapshot_leaves_no_tmp_and_stale_tmp_is_cleaned(small_disk):  # 
     with pytest.raises(OSError):
         store.save(noise, event)
     assert not list(folder.glob("*.tmp")) and len(store) == 0
+
+
+def test_corrupt_spool_at_start_end_to_end(tmp_path, broker, onnx_artifact, camera_video):
+    """A daemon restarted over a corrupt spool (systemd would crash-loop it before) starts, says so once
+    in /health and the log, and numbers its events after the last seq it ever gave."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "mqtt-spool.sqlite").write_bytes(b"\x00not sqlite\x00" * 700)
+    (state / "mqtt-spool.sqlite.seq").write_text("41\n")  # the seq the previous run reached
+    subscriber = Subscriber(broker.port, topic="edgeport/+/events")
+    daemon, thread = _start(f"""
+model: {onnx_artifact}
+cameras: [{{id: yard, source: {camera_video}, loop: true, fps: 20}}]
+state_dir: {state}
+mqtt: {{port: {broker.port}}}
+http: {{port: 0}}
+events: {{min_hits: 1, max_misses: 1}}
+""")
+    try:
+        health = json.loads(_get(daemon.http.port, "/health")[1])
+        assert len(health["notices"]) == 1 and "corrupt" in health["notices"][0]
+        assert "seq continues after 41" in health["notices"][0]
+        wait_for(lambda: len(subscriber.on("/events")) >= 3, timeout=30, what="events after the restart")
+    finally:
+        daemon.stop()
+        thread.join(30)
+    seqs = [json.loads(p)["seq"] for p in subscriber.on("/events")]
+    assert seqs[:3] == [42, 43, 44]
+    assert len(list(state.glob("mqtt-spool.sqlite.corrupt-*"))) == 1
+    subscriber.close()
