@@ -64,12 +64,13 @@ def _png(data: bytes) -> tuple[int, int, int]:
         raise CorruptImageError("damaged PNG header: the first chunk is not IHDR")
     width, height = struct.unpack(">II", data[16:24])
     orientation, i = 1, 8
-    while i + 8 <= len(data):  # chunks before the first IDAT (eXIf must come before it)
+    while i + 8 <= len(data):  # walk the chunk lengths (some writers put eXIf after the image data)
         length = struct.unpack(">I", data[i:i + 4])[0]
         kind = data[i + 4:i + 8]
         if kind == b"eXIf":
             orientation = exif_orientation(data[i + 8:i + 8 + length])
-        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind == b"IEND":
             break
         i += 12 + length
     return width, height, orientation

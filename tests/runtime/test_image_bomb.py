@@ -110,3 +110,15 @@ def test_every_format_is_refused_from_its_header(fmt):
     with pytest.raises(ImageTooLargeError, match="300x200"):
         load_image(buf.getvalue(), max_pixels=300 * 200 - 1)
     assert load_image(buf.getvalue(), max_pixels=300 * 200).shape == (200, 300, 3)
+
+
+def test_png_exif_after_the_image_data_is_found_from_the_chunks():
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    end = data.rindex(b"IEND") - 4
+    tiff = exif.tobytes().removeprefix(b"Exif\0\0")  # a PNG eXIf chunk holds the TIFF block alone
+    late = data[:end] + _chunk(b"eXIf", tiff) + data[end:]
+    assert load_image(late).shape == (60, 40, 3)
