@@ -25,6 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import cv2
 
     from edgeport.daemon.config import Camera, Reconnect
+    from edgeport.daemon.redact import install_log_filter, redact
     from edgeport.daemon.sources import CaptureThread
     from edgeport.runtime import Detector
     from edgeport.runtime.draw import draw
@@ -36,7 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         camera = Camera(id="run", source=_source_value(args.source), loop=args.loop, fps=args.fps,
                         reconnect=Reconnect(max_attempts=args.retries))
     except ValueError as exc:
-        raise ConfigError(f"--source {args.source}: {exc}") from None
+        raise ConfigError(f"--source {redact(args.source)}: {redact(exc)}") from None
+    install_log_filter()
     capture = CaptureThread(camera).start()
     writer = None
     frames = 0
@@ -75,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.release()
     if capture.state == "failed" and frames == 0:
-        raise EdgeportError(f"source {args.source}: {capture.error}")
+        raise EdgeportError(f"source {redact(args.source)}: {capture.error}")
     if args.save and writer is not None:
         _say(f"saved {args.save}")
     return 0

@@ -220,3 +220,11 @@ events: {{min_hits: 1, max_misses: 1}}
     assert seqs[:3] == [42, 43, 44]
     assert len(list(state.glob("mqtt-spool.sqlite.corrupt-*"))) == 1
     subscriber.close()
+
+
+def test_run_with_a_password_in_the_url_never_prints_it(onnx_artifact):
+    url = f"rtsp://admin:S3cretPass@127.0.0.1:{free_port()}/stream"
+    result = subprocess.run([sys.executable, "-m", "edgeport.cli", "run", "--model", str(onnx_artifact),
+                             "--source", url, "--retries", "2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "rtsp://***@127.0.0.1" in result.stderr
+    assert "S3cretPass" not in result.stdout + result.stderr
