@@ -25,6 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import cv2
 
     from edgeport.daemon.config import Camera, Reconnect
+    from edgeport.daemon.redact import install_log_filter, redact
     from edgeport.daemon.sources import CaptureThread
     from edgeport.runtime import Detector
     from edgeport.runtime.draw import draw
@@ -36,7 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         camera = Camera(id="run", source=_source_value(args.source), loop=args.loop, fps=args.fps,
                         reconnect=Reconnect(max_attempts=args.retries))
     except ValueError as exc:
-        raise ConfigError(f"--source {args.source}: {exc}") from None
+        raise ConfigError(f"--source {redact(args.source)}: {redact(exc)}") from None
+    install_log_filter()
     capture = CaptureThread(camera).start()
     writer = None
     frames = 0
@@ -52,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             detections = detector.detect_rgb([rgb])[0]
             frames += 1
             print(json.dumps({"frame": frame.index, "time": round(frame.wall, 3), **detections.to_dict()},
-                             separators=(",", ":")), flush=True)
+                             separators=(",", ":"), allow_nan=False), flush=True)
             if args.save:
                 annotated = draw(frame.bgr, detections)
                 if writer is None:
@@ -75,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.release()
     if capture.state == "failed" and frames == 0:
-        raise EdgeportError(f"source {args.source}: {capture.error}")
+        raise EdgeportError(f"source {redact(args.source)}: {capture.error}")
     if args.save and writer is not None:
         _say(f"saved {args.save}")
     return 0
@@ -96,10 +98,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         raise ConfigError("give the configuration: edgeport daemon --config edgeport.yaml")
     config = load_config(args.config)
     if args.check:
-        cameras = ", ".join(f"{c.id} ({c.source})" for c in config.cameras)
-        outputs = [name for name in ("mqtt", "http", "jsonl") if getattr(config, name) is not None]
-        print(f"{args.config}: valid; model {config.model}; cameras: {cameras}; outputs: "
-              f"{', '.join(outputs) or 'none'}")
+        from edgeport.daemon.check import check
+
+        lines, problems = check(config)
+        print(f"{args.config}: valid configuration")
+        for line in lines:
+            print(f"  {line}")
+        if problems:
+            raise ConfigError(f"{args.config}: " + "; ".join(problems))
         return 0
     from edgeport.daemon.service import Daemon
 

@@ -161,13 +161,56 @@ def _key_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return node.start_mark.line + 1 if node is not None else None
 
 
-def parse_config(text: str, name: str = "<config>", base_dir: Path | None = None) -> DaemonConfig:
-    """Validate a YAML text; relative paths are taken from `base_dir`. Raises ConfigError (key and line)."""
+MAX_DEPTH = 16  # the schema nests 4 levels; anything far deeper is a mistake or an attack
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(f"line {line}: duplicate key {key!r} (first given at line {seen[key]}); "
+                                  "keep one")
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _check_depth(root: yaml.Node | None) -> None:
+    """Raise ConfigError at the first node nested deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(root, 1)] if root is not None else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep; "
+                              "the configuration needs at most 4 (see `edgeport daemon --schema`)")
+        if isinstance(node, yaml.MappingNode):
+            stack += [(value, depth + 1) for _, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(value, depth + 1) for value in node.value]
+
+
+def _load_yaml(text: str, name: str) -> tuple[yaml.Node | None, Any]:
     try:
         root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        _check_depth(root)
+        return root, yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: nested too deeply to read (more than {MAX_DEPTH} levels); the "
+                          "configuration needs at most 4") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name}: not valid YAML: {exc}") from exc
+
+
+def parse_config(text: str, name: str = "<config>", base_dir: Path | None = None) -> DaemonConfig:
+    """Validate a YAML text; relative paths are taken from `base_dir`. Raises ConfigError (key and line)."""
+    root, data = _load_yaml(text, name)
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: the configuration must be a mapping of keys (model, cameras, ...)")
     if base_dir is not None:

@@ -54,11 +54,15 @@ class Event:
     time: float
     frame: int
     snapshot: str | None = None
+    snapshot_error: str | None = None  # why no snapshot could be written (the event is kept all the same)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"camera": self.camera, "event": self.kind, "track_id": self.track_id, "class_name": self.class_name,
-                "score": round(self.score, 4), "xyxy": [round(v, 1) for v in self.xyxy], "time": self.time,
-                "frame": self.frame, "snapshot": self.snapshot}
+        record = {"camera": self.camera, "event": self.kind, "track_id": self.track_id, "class_name": self.class_name,
+                  "score": round(self.score, 4), "xyxy": [round(v, 1) for v in self.xyxy], "time": self.time,
+                  "frame": self.frame, "snapshot": self.snapshot}
+        if self.snapshot_error:
+            record["snapshot_error"] = self.snapshot_error
+        return record
 
 
 class Tracker:
@@ -118,12 +122,15 @@ class Tracker:
 
 
 class SnapshotStore:
-    """JPEG snapshots of event frames under `folder`, the oldest deleted beyond `max_files`."""
+    """JPEG snapshots of event frames under `folder`, the oldest deleted beyond `max_files`; a write that
+    fails leaves no partial file, and partial files of an earlier run are deleted at start."""
 
     def __init__(self, folder: Path, max_files: int) -> None:
         self.folder, self.max_files = folder, max_files
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        for stale in self.folder.glob("*.tmp"):
+            stale.unlink(missing_ok=True)
         self._files = sorted(self.folder.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
 
     def save(self, image_bgr: np.ndarray, event: Event) -> Path:
@@ -133,8 +140,12 @@ class SnapshotStore:
         if not ok:
             raise OSError(f"cannot encode snapshot {name}")
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(encoded.tobytes())
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(encoded.tobytes())
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         with self._lock:
             self._files.append(path)
             while len(self._files) > self.max_files:

@@ -133,10 +133,11 @@ class Metrics:
         self.source_state = Gauge("edgeport_source_state", "1 for the camera's current state", ["camera", "state"])
         self.queue_depth = Gauge("edgeport_queue_depth", "items waiting per queue", ["queue"])
         self.mqtt_connected = Gauge("edgeport_mqtt_connected", "1 when the broker connection is up", [])
+        self.faults = Gauge("edgeport_fault", "1 while a component is failing (details in /health)", ["component"])
         self.families: list[_Family] = [
             self.frames, self.dropped, self.inference_ms, self.publish_latency_ms, self.detections, self.events, self.published,
             self.queue_overflow, self.reconnects, self.http_requests, self.fps, self.source_state,
-            self.queue_depth, self.mqtt_connected,
+            self.queue_depth, self.mqtt_connected, self.faults,
         ]
 
     def render(self) -> str:

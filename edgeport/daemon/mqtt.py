@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import ssl
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from edgeport.daemon.config import Mqtt
+from edgeport.daemon.faults import Faults
 from edgeport.daemon.metrics import Metrics
-from edgeport.daemon.spool import Spool
+from edgeport.daemon.spool import Spool, is_corruption
 from edgeport.errors import MissingDependencyError
 
 log = logging.getLogger("edgeport.daemon")
@@ -31,9 +34,10 @@ class MqttLink:
     """One broker connection (paho, reconnecting by itself) and the event sender thread."""
 
     def __init__(self, config: Mqtt, spool: Spool, metrics: Metrics, cameras: list[str],
-                 names: tuple[str, ...]) -> None:
+                 names: tuple[str, ...], faults: Faults | None = None) -> None:
         mqtt = _paho()
         self.config, self.spool, self.metrics = config, spool, metrics
+        self.faults = faults if faults is not None else Faults()
         self.cameras, self.names = cameras, names
         self.prefix = config.topic_prefix.rstrip("/")
         self.availability_topic = f"{self.prefix}/availability"
@@ -55,9 +59,15 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
-        self._acked: set[int] = set()
-        self._acked_lock = threading.Condition()
-        self._sender = threading.Thread(target=self._send_events, name="mqtt-events", daemon=True)
+        self._published = threading.Condition()  # guards the three below; notified by every on_publish
+        self._awaiting: dict[int, bool] = {}  # message id of the event in flight -> acknowledged yet
+        self._recent_acks: deque[tuple[int, int]] = deque(maxlen=256)  # (ack number, message id)
+        self._ack_count = 0
+        self._seq = spool.next_seq()
+        self._backlog: deque[tuple[int, str, bytes]] = deque(maxlen=config.queue_max_events)
+        self._spool_lock = threading.Lock()
+        self._sender = threading.Thread(target=self._supervise_sender, name="mqtt-events", daemon=True)
+        self.sender_restarts = 0
         self.last_error: str | None = None
 
     # life cycle -----------------------------------------------------------------------------------
@@ -74,6 +84,11 @@ class MqttLink:
         self._stop.set()
         self.spool.wake()
         self._sender.join(timeout=5)
+        with self._spool_lock:
+            self._flush_backlog()
+        if self._backlog:
+            log.error("mqtt: %d events could not be stored (the spool is failing) and are lost at stop",
+                      len(self._backlog))
         if self._connected.is_set():
             info = self.client.publish(self.availability_topic, "offline", qos=1, retain=True)
             try:
@@ -120,25 +135,99 @@ class MqttLink:
         """Best effort (not spooled): False when the broker is down."""
         if not self._connected.is_set():
             return False
-        self.client.publish(f"{self.prefix}/{camera}/detections", json.dumps(payload, separators=(",", ":")),
+        self.client.publish(f"{self.prefix}/{camera}/detections",
+                            json.dumps(payload, separators=(",", ":"), allow_nan=False),
                             qos=0)
         counts = {name: 0 for name in self.names}
         for item in payload.get("detections", []):
             counts[item["class_name"]] = counts.get(item["class_name"], 0) + 1
-        self.client.publish(f"{self.prefix}/{camera}/counts", json.dumps(counts), qos=0, retain=True)
+        self.client.publish(f"{self.prefix}/{camera}/counts", json.dumps(counts, allow_nan=False), qos=0, retain=True)
         self.metrics.published.inc("detections")
         return True
 
     def enqueue_event(self, camera: str, event: dict[str, Any]) -> int:
-        """Spool an event (durable); it is delivered in order once the broker acknowledges it."""
-        seq = self.spool.next_seq()
-        payload = json.dumps({**event, "seq": seq}, separators=(",", ":")).encode()
-        return self.spool.put(f"{self.prefix}/{camera}/events", payload)
+        """Spool an event (durable); it is delivered in order once the broker acknowledges it.
+
+        When the spool cannot be written (disk full, corruption) the event waits in memory, in order,
+        until the spool takes it again (reported as the 'spool' fault meanwhile). Returns its seq.
+        """
+        with self._spool_lock:
+            seq = self._seq
+            payload = json.dumps({**event, "seq": seq}, separators=(",", ":"), allow_nan=False).encode()
+            self._seq += 1
+            self._backlog.append((seq, f"{self.prefix}/{camera}/events", payload))
+            self._flush_backlog()
+        return seq
+
+    @property
+    def waiting_in_memory(self) -> int:
+        """Events the spool could not take yet."""
+        return len(self._backlog)
+
+    def _flush_backlog(self) -> None:
+        """Move waiting events into the spool, oldest first; stop at the first failure (caller holds the lock)."""
+        while self._backlog:
+            seq, topic, payload = self._backlog[0]
+            try:
+                self.spool.put(topic, payload, seq=seq)
+            except sqlite3.Error as exc:
+                if is_corruption(exc):
+                    self.spool.recover(str(exc))
+                    self.faults.notice(self.spool.recovered or str(exc))
+                    continue
+                self.faults.report("spool", f"cannot store events ({exc}); they wait in memory, in order")
+                return
+            self._backlog.popleft()
+            self.faults.clear("spool")
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._acked_lock:
-            self._acked.add(mid)
-            self._acked_lock.notify_all()
+        """Every sent QoS 0 message and every PUBACK lands here; only an awaited id counts."""
+        with self._published:
+            self._ack_count += 1
+            self._recent_acks.append((self._ack_count, mid))
+            if mid in self._awaiting:
+                self._awaiting[mid] = True
+            self._published.notify_all()
+
+    def _publish_and_wait(self, topic: str, payload: bytes, retain: bool) -> bool:
+        """Publish one event and wait for its PUBACK; False when stopping first.
+
+        Only this message's id is awaited, and forgotten once acknowledged: paho reuses ids after
+        65,535, so an id is never taken as acknowledged by an earlier message that had it.
+        """
+        with self._published:
+            before = self._ack_count
+        info = self.client.publish(topic, payload, qos=max(1, self.config.qos), retain=retain)
+        with self._published:
+            # a PUBACK that came back before the id was registered (acks numbered after `before`)
+            early = any(n > before and mid == info.mid for n, mid in self._recent_acks)
+            self._awaiting[info.mid] = early
+            try:
+                while not self._awaiting[info.mid] and not self._stop.is_set():
+                    self._published.wait(0.5)
+                return self._awaiting[info.mid]
+            finally:
+                del self._awaiting[info.mid]
+
+    def _supervise_sender(self) -> None:
+        """Run the sender; when it fails (an SQLite error: disk full, corruption) report it and start it
+        again after a capped exponential backoff, until stopped."""
+        failures = 0
+        while not self._stop.is_set():
+            delivered = self.metrics.published.value("events")
+            try:
+                self._send_events()
+                return
+            except Exception as exc:  # the sender must outlive any error; the fault is shown in /health
+                progressed = self.metrics.published.value("events") > delivered
+                failures = 1 if progressed else failures + 1  # the backoff starts again after a success
+                self.sender_restarts += 1
+                if is_corruption(exc):
+                    with self._spool_lock:
+                        self.spool.recover(str(exc))
+                    self.faults.notice(self.spool.recovered or str(exc))
+                self.faults.report("event_sender", f"{type(exc).__name__}: {exc}; restarting")
+                self._stop.wait(min(30.0, 0.25 * 2 ** min(failures - 1, 8)))
 
     def _send_events(self) -> None:
         """One event in flight at a time, so order holds across disconnects.
@@ -147,20 +236,20 @@ class MqttLink:
         published once and acknowledged (removed from the spool) only when the broker's PUBACK arrives.
         """
         while not self._stop.is_set():
+            if self._backlog:
+                with self._spool_lock:
+                    self._flush_backlog()
             if not self._connected.wait(timeout=0.5):
                 continue
             item = self.spool.peek(timeout=0.5)
             if item is None:
+                self.faults.clear("event_sender")
                 continue
             seq, topic, payload, retain = item
-            info = self.client.publish(topic, payload, qos=max(1, self.config.qos), retain=retain)
-            with self._acked_lock:
-                while info.mid not in self._acked and not self._stop.is_set():
-                    self._acked_lock.wait(0.5)
-                if info.mid not in self._acked:
-                    return  # stopping: the event stays spooled and is sent after the next start
-                self._acked.discard(info.mid)
+            if not self._publish_and_wait(topic, payload, retain):
+                return  # stopping: the event stays spooled and is sent after the next start
             self.spool.ack(seq)
+            self.faults.clear("event_sender")
             self.metrics.published.inc("events")
 
     def _announce_home_assistant(self, client) -> None:
@@ -177,9 +266,10 @@ class MqttLink:
                     "availability_topic": self.availability_topic, "unit_of_measurement": "objects",
                     "device": device,
                 }
-                client.publish(f"{prefix}/sensor/edgeport_{camera}_{slug}/config", json.dumps(config), qos=1,
-                               retain=True)
+                client.publish(f"{prefix}/sensor/edgeport_{camera}_{slug}/config",
+                               json.dumps(config, allow_nan=False), qos=1, retain=True)
             state = {"name": f"{camera} source", "unique_id": f"edgeport_{camera}_state",
                      "state_topic": f"{self.prefix}/{camera}/state",
                      "availability_topic": self.availability_topic, "device": device}
-            client.publish(f"{prefix}/sensor/edgeport_{camera}_state/config", json.dumps(state), qos=1, retain=True)
+            client.publish(f"{prefix}/sensor/edgeport_{camera}_state/config", json.dumps(state, allow_nan=False),
+                           qos=1, retain=True)

@@ -23,8 +23,10 @@ import cv2
 import numpy as np
 
 from edgeport.daemon.config import DaemonConfig
-from edgeport.daemon.events import SnapshotStore, Tracker
+from edgeport.daemon.events import Event, SnapshotStore, Tracker
+from edgeport.daemon.faults import Faults
 from edgeport.daemon.metrics import Metrics
+from edgeport.daemon.redact import install_log_filter, redact
 from edgeport.daemon.sources import STATES, CaptureThread, Frame, FrameSource, make_source
 from edgeport.daemon.spool import Spool
 from edgeport.runtime.detections import Detections
@@ -117,7 +119,7 @@ class JsonlWriter:
         self._file = open(path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
         with self._lock:
             if self._file.tell() + len(line) > self.max_bytes:
                 self._file.close()
@@ -142,6 +144,8 @@ class Daemon:
                                              backend_options={"device": config.device} if config.device else None)
         self._detector_lock = threading.Lock()
         self.metrics = Metrics()
+        self.faults = Faults()
+        install_log_filter()
         self.camera_ids = [camera.id for camera in config.cameras]
         self.captures = {c.id: CaptureThread(c, source_factory, on_state=self._on_state) for c in config.cameras}
         self._frame_ready = threading.Event()
@@ -168,7 +172,10 @@ class Daemon:
             from edgeport.daemon.mqtt import MqttLink
 
             self.spool = Spool(config.state_dir / "mqtt-spool.sqlite", config.mqtt.queue_max_events)
-            self.mqtt = MqttLink(config.mqtt, self.spool, self.metrics, self.camera_ids, self.detector.names)
+            if self.spool.recovered:
+                self.faults.notice(self.spool.recovered)
+            self.mqtt = MqttLink(config.mqtt, self.spool, self.metrics, self.camera_ids, self.detector.names,
+                                 self.faults)
         self.http = None
         if config.http:
             from edgeport.daemon.http import HttpServer
@@ -323,13 +330,22 @@ class Daemon:
         for event in events:
             self.metrics.events.inc(event.camera, event.kind)
             if self.snapshots is not None:
-                path = self.snapshots.save(draw(result.frame.bgr, result.detections), event)
-                event = replace(event, snapshot=str(path))
+                event = self._snapshot(event, result)
             record = event.to_dict()
+            if self.mqtt:  # the event first: a failing JSONL (full disk) must not cost the event
+                self.mqtt.enqueue_event(event.camera, record)
             if self.jsonl:
                 self.jsonl.write(record)
-            if self.mqtt:
-                self.mqtt.enqueue_event(event.camera, record)
+
+    def _snapshot(self, event: Event, result: Result) -> Event:
+        """The event with its snapshot path, or with the reason its snapshot could not be written."""
+        try:
+            path = self.snapshots.save(draw(result.frame.bgr, result.detections), event)
+        except (OSError, cv2.error) as exc:
+            self.faults.report("snapshots", f"cannot write snapshots: {exc}")
+            return replace(event, snapshot_error=str(exc))
+        self.faults.clear("snapshots")
+        return replace(event, snapshot=str(path))
 
     def _handle_mqtt(self, result: Result) -> None:
         camera = result.frame.camera
@@ -365,6 +381,7 @@ class Daemon:
         self.metrics.fps.bind(fps)
         self.metrics.source_state.bind(states)
         self.metrics.queue_depth.bind(depths)
+        self.metrics.faults.bind(self.faults.gauge)
 
     def metrics_text(self) -> str:
         for cid, capture in self.captures.items():  # frames a newer one replaced before the loop took them
@@ -381,20 +398,23 @@ class Daemon:
         now = time.monotonic()
         cameras = {}
         for cid, c in self.captures.items():
-            cameras[cid] = {"state": c.state, "error": c.error, "frames_read": c.frames_read,
+            cameras[cid] = {"state": c.state, "error": redact(c.error) if c.error else None,
+                            "frames_read": c.frames_read,
                             "dropped": c.dropped, "reconnects": c.reconnects,
                             "last_frame_age_s": round(now - c.last_frame_at, 3) if c.last_frame_at else None}
         working = any(c.state in ("connected", "connecting", "reconnecting") for c in self.captures.values())
-        status = "stalled" if self.stalled else ("ok" if working and all(
+        status = "stalled" if self.stalled else ("ok" if working and not self.faults and all(
             c["state"] == "connected" for c in cameras.values()) else ("degraded" if working else "no_source"))
         body: dict[str, Any] = {"status": status, "uptime_s": round(now - self._started, 1),
                                 "frames": self.processed, "model": self.detector.describe()["artifact"],
                                 "cameras": cameras,
                                 "sinks": {s.name: {"queued": s.depth, "dropped": s.dropped, "errors": s.errors}
-                                          for s in self.sinks}}
+                                          for s in self.sinks},
+                                "faults": self.faults.active(), "notices": list(self.faults.notices)}
         if self.mqtt:
             body["mqtt"] = {"connected": self.mqtt.connected, "queued_events": len(self.spool),
-                            "overflow": self.spool.overflow, "error": self.mqtt.last_error}
+                            "waiting_in_memory": self.mqtt.waiting_in_memory, "overflow": self.spool.overflow,
+                            "sender_restarts": self.mqtt.sender_restarts, "error": self.mqtt.last_error}
         return body, not self.stalled
 
     def latest(self, camera: str) -> tuple[Detections, dict[str, Any]] | None:

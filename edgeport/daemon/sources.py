@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edgeport.daemon.config import Camera
+from edgeport.daemon.redact import redact
 from edgeport.devices.jetson.camera import csi_pipeline
 from edgeport.errors import ConfigError, EdgeportError
 from edgeport.evaluate.dataset import IMAGE_SUFFIXES
@@ -91,7 +92,7 @@ class OpenCVSource:
         capture = cv2.VideoCapture(self.target, self.api, params) if params else cv2.VideoCapture(self.target, self.api)
         if not capture.isOpened():
             capture.release()
-            raise SourceError(f"cannot open {self.target}")
+            raise SourceError(f"cannot open {redact(self.target)}")
         if self.width:
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         if self.height:
@@ -106,7 +107,7 @@ class OpenCVSource:
             return frame
         if self.finite:
             raise SourceEnded()
-        raise SourceError(f"no frame from {self.target}")
+        raise SourceError(f"no frame from {redact(self.target)}")
 
     def close(self) -> None:
         if self._capture is not None:
@@ -270,6 +271,7 @@ class CaptureThread:
         return self._thread.is_alive()
 
     def _set_state(self, state: str, error: str | None = None) -> None:
+        error = redact(error) if error else error
         if state != self.state or error != self.error:
             self.state, self.error = state, error
             if error:

@@ -59,4 +59,4 @@ class Detections:
 
     def to_json(self) -> str:
         """One line of JSON: image size, then each detection's box, score, class id and name."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)

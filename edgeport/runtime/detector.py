@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -27,7 +27,14 @@ from edgeport.errors import ArtifactMismatchError, ModelNotFoundError, Unsupport
 from edgeport.runtime.backends import backend_for
 from edgeport.runtime.backends.base import Backend
 from edgeport.runtime.detections import Detections
-from edgeport.runtime.image_io import DEFAULT_MAX_PIXELS, ColorOrder, ImageSource, load_image
+from edgeport.runtime.image_io import (
+    DEFAULT_MAX_PIXELS,
+    ColorOrder,
+    ImageSource,
+    Reduction,
+    load_for_model,
+    load_image,
+)
 from edgeport.runtime.postprocess import decode_outputs, dequantize, select_and_nms
 from edgeport.runtime.preprocess import Letterbox, letterbox, to_input_tensor
 
@@ -207,10 +214,19 @@ class Detector:
         tensor, placements = self.preprocess(images_rgb, interpolation)
         return self.postprocess(self.infer(tensor), placements, nms)
 
+    def load_for_model(self, image: ImageSource, color: ColorOrder = "BGR") -> tuple[np.ndarray, Reduction]:
+        """Like `load`, but a JPEG at least twice the model size is decoded at reduced scale (libjpeg DCT
+        scaling); returns (RGB pixels, Reduction that maps their boxes back to the full image)."""
+        return load_for_model(image, self.record.imgsz, color=color, exif=self.exif, max_pixels=self.max_pixels)
+
     def detect_batch(self, images: Iterable[ImageSource], color: ColorOrder = "BGR",
                      nms: NmsOptions | None = None) -> list[Detections]:
-        """Detect on several images of any sizes (each letterboxed, never stretched)."""
-        return self.detect_rgb([self.load(image, color) for image in images], nms)
+        """Detect on several images of any sizes (each letterboxed, never stretched); boxes in full-image pixels."""
+        loaded = [self.load_for_model(image, color) for image in images]
+        results = self.detect_rgb([pixels for pixels, _ in loaded], nms)
+        return [found if reduction.factor == 1 else
+                replace(found, xyxy=reduction.to_original(found.xyxy), image_hw=reduction.original_hw)
+                for found, (_, reduction) in zip(results, loaded)]
 
     def detect(self, image: ImageSource, color: ColorOrder = "BGR", nms: NmsOptions | None = None) -> Detections:
         """Detect on one image: a path, encoded bytes, a numpy array (BGR unless color='RGB') or a PIL image."""

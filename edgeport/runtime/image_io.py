@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -22,6 +22,7 @@ from edgeport.errors import (
     NotAnImageError,
     UnsupportedImageError,
 )
+from edgeport.runtime.image_header import read_header
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Any]
 ColorOrder = Literal["BGR", "RGB"]
@@ -79,28 +80,6 @@ def _check_complete(data: bytes, fmt: str) -> None:
         raise CorruptImageError("truncated PNG: the IEND chunk is missing")
 
 
-def _header(data: bytes, fmt: str) -> tuple[int, int, int]:
-    """Return (width, height, EXIF orientation 1..8) read from the header without decoding pixels."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit applies
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    width, height = im.size
-                    try:
-                        orientation = int(im.getexif().get(0x0112, 1))
-                    except Exception:  # a damaged EXIF block must not lose the image
-                        orientation = 1
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-    except Exception as exc:  # PIL raises many types for damaged headers
-        raise CorruptImageError(f"damaged {fmt.upper()} header: {exc}") from exc
-    return width, height, orientation if 1 <= orientation <= 8 else 1
-
-
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype == np.uint8:
         return pixels
@@ -127,8 +106,23 @@ def _channels_to_rgb(pixels: np.ndarray, order: ColorOrder) -> np.ndarray:
 def decode_bytes(data: bytes, *, exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an encoded image to RGB uint8 (H, W, 3), honouring EXIF orientation unless exif=False.
 
+    The size is checked from the header before any pixel is decoded (decompression bombs).
     Raises EmptyImageError, NotAnImageError, CorruptImageError or ImageTooLargeError.
     """
+    return _decode(data, exif, max_pixels, None)[0]
+
+
+def decode_for_model(data: bytes, size_hw: tuple[int, int], *, exif: bool = True,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Reduction]:
+    """Decode for a model of input `size_hw`: a JPEG at least twice that size is decoded at 1/2, 1/4 or
+    1/8 scale by libjpeg (DCT scaling), never below the model size. Returns (RGB pixels, Reduction),
+    whose `to_original` maps boxes on those pixels back to the full image. Raises like decode_bytes.
+    """
+    return _decode(data, exif, max_pixels, size_hw)
+
+
+def _decode(data: bytes, exif: bool, max_pixels: int,
+            size_hw: tuple[int, int] | None) -> tuple[np.ndarray, Reduction]:
     data = bytes(data)
     if not data:
         raise EmptyImageError("empty image: zero bytes")
@@ -136,7 +130,7 @@ def decode_bytes(data: bytes, *, exif: bool = True, max_pixels: int = DEFAULT_MA
     if fmt is None:
         raise NotAnImageError(f"not an image: unknown format (first bytes {data[:8]!r})")
     _check_complete(data, fmt)
-    width, height, orientation = _header(data, fmt)
+    width, height, orientation = read_header(data, fmt)
     if max_pixels and width * height > max_pixels:
         raise ImageTooLargeError(
             f"image of {width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
@@ -147,19 +141,71 @@ def decode_bytes(data: bytes, *, exif: bool = True, max_pixels: int = DEFAULT_MA
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
-                return _from_pil(image, exif, max_pixels)
+                pixels = _from_pil(image, exif, max_pixels)
+                return pixels, Reduction.none(pixels.shape[:2])
         except OSError as exc:
             raise CorruptImageError(f"corrupt TIFF: {exc}") from exc
+    orientation = orientation if exif and fmt in ("jpeg", "png", "webp") else 1
+    factor = _reduction_factor(width, height, orientation, size_hw) if fmt == "jpeg" else 1
     # orientation is applied below, the same way for every other format
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    pixels = cv2.imdecode(buffer, flags)
+    flags = (_REDUCED[factor] if factor > 1 else cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) \
+        | cv2.IMREAD_IGNORE_ORIENTATION
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if pixels is None or pixels.size == 0:
         raise CorruptImageError(f"corrupt {fmt.upper()}: the decoder could not read the pixels")
-    pixels = _channels_to_rgb(_to_uint8(pixels), "BGR")
-    if exif and fmt in ("jpeg", "png", "webp"):
-        pixels = apply_orientation(pixels, orientation)
-    return pixels
+    pixels = apply_orientation(_channels_to_rgb(_to_uint8(pixels), "BGR"), orientation)
+    return pixels, Reduction.of(factor, (height, width), orientation, pixels.shape[:2])
+
+
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _reduction_factor(width: int, height: int, orientation: int, size_hw: tuple[int, int] | None) -> int:
+    """The largest of 8, 4, 2 that keeps the decoded image at least as large as the letterboxed one."""
+    if size_hw is None:
+        return 1
+    if orientation >= 5:  # display axes are the stored ones swapped
+        width, height = height, width
+    room = max(height / size_hw[0], width / size_hw[1])  # 1 / the letterbox ratio
+    return next((f for f in (8, 4, 2) if f <= room), 1)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """How decoded pixels relate to the full image (both in display orientation).
+
+    A libjpeg 1/f decode gives ceil(W / f) pixels, pixel i covering full-image pixels [f*i, f*i + f);
+    along an axis the orientation reverses, the partial last block comes first: `offset_xy` removes it.
+    """
+
+    factor: int
+    original_hw: tuple[int, int]
+    offset_xy: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def none(cls, hw: tuple[int, int]) -> "Reduction":
+        return cls(1, (int(hw[0]), int(hw[1])))
+
+    @classmethod
+    def of(cls, factor: int, stored_hw: tuple[int, int], orientation: int, decoded_hw: tuple[int, int]) -> "Reduction":
+        height, width = stored_hw
+        decoded_h, decoded_w = decoded_hw
+        if orientation >= 5:
+            height, width = width, height
+        slack_x, slack_y = decoded_w * factor - width, decoded_h * factor - height
+        flipped_x, flipped_y = orientation in (2, 3, 6, 7), orientation in (3, 4, 7, 8)
+        return cls(factor, (height, width), (slack_x if flipped_x else 0, slack_y if flipped_y else 0))
+
+    def to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        """Map boxes (N, 4) xyxy on the decoded pixels to full-image pixels, clipped to the image."""
+        if self.factor == 1:
+            return xyxy
+        out = xyxy.astype(np.float32) * np.float32(self.factor)
+        out[:, 0::2] -= self.offset_xy[0]
+        out[:, 1::2] -= self.offset_xy[1]
+        np.clip(out[:, 0::2], 0, self.original_hw[1], out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.original_hw[0], out=out[:, 1::2])
+        return out
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -207,16 +253,8 @@ def load_image(source: ImageSource, *, color: ColorOrder = "BGR", exif: bool = T
     `color` declares the channel order of a numpy array (OpenCV's BGR by default).
     Raises a subclass of edgeport.errors.ImageError for anything that is not a usable image.
     """
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageNotFoundError(f"image not found: {path}")
-        try:
-            return decode_bytes(path.read_bytes(), exif=exif, max_pixels=max_pixels)
-        except (EmptyImageError, NotAnImageError, CorruptImageError, ImageTooLargeError) as exc:
-            raise type(exc)(f"{path}: {exc}") from None
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return decode_bytes(bytes(source), exif=exif, max_pixels=max_pixels)
+    if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return _decode_source(source, exif, max_pixels, None)[0]
     if isinstance(source, np.ndarray):
         if color not in ("BGR", "RGB"):
             raise UnsupportedImageError(f"color must be 'BGR' or 'RGB', not {color!r}")
@@ -229,3 +267,27 @@ def load_image(source: ImageSource, *, color: ColorOrder = "BGR", exif: bool = T
         return _from_pil(source, exif, max_pixels)
     raise UnsupportedImageError(
         f"unsupported image input of type {type(source).__name__}; pass a path, bytes, numpy array or PIL image")
+
+
+def load_for_model(source: ImageSource, size_hw: tuple[int, int], *, color: ColorOrder = "BGR", exif: bool = True,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Reduction]:
+    """Like load_image, for a model of input `size_hw`: a large JPEG (path or bytes) is decoded at reduced
+    scale (see decode_for_model). Returns (RGB pixels, Reduction mapping their boxes to the full image).
+    """
+    if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return _decode_source(source, exif, max_pixels, size_hw)
+    pixels = load_image(source, color=color, exif=exif, max_pixels=max_pixels)
+    return pixels, Reduction.none(pixels.shape[:2])
+
+
+def _decode_source(source: str | os.PathLike | bytes | bytearray | memoryview, exif: bool, max_pixels: int,
+                   size_hw: tuple[int, int] | None) -> tuple[np.ndarray, Reduction]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode(bytes(source), exif, max_pixels, size_hw)
+    path = Path(source)
+    if not path.is_file():
+        raise ImageNotFoundError(f"image not found: {path}")
+    try:
+        return _decode(path.read_bytes(), exif, max_pixels, size_hw)
+    except (EmptyImageError, NotAnImageError, CorruptImageError, ImageTooLargeError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None

@@ -120,6 +120,7 @@ def select_and_nms(boxes: np.ndarray, scores: np.ndarray, *, conf: float, iou: f
     """Filter one image's candidates by confidence, then class-aware NMS.
 
     boxes (N, 4) xyxy, scores (N, nc). multi_label keeps every class above `conf` per box.
+    Candidates with a non-finite score or box (NaN, Inf) are dropped.
     Returns (xyxy (K, 4) float32, score (K,) float32, class_id (K,) int32), best first.
     """
     if multi_label:
@@ -130,6 +131,9 @@ def select_and_nms(boxes: np.ndarray, scores: np.ndarray, *, conf: float, iou: f
         score = scores[np.arange(len(scores)), class_id]
         index = np.nonzero(score > conf)[0]
         class_id, score = class_id[index], score[index]
+    finite = np.isfinite(score) & np.isfinite(boxes[index]).all(axis=1)  # a NaN/Inf output is no detection
+    if not finite.all():
+        index, class_id, score = index[finite], class_id[finite], score[finite]
     if len(score) > max_candidates:
         top = np.argpartition(-score, max_candidates)[:max_candidates]
         index, class_id, score = index[top], class_id[top], score[top]

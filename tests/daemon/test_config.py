@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -85,11 +86,14 @@ def test_schema_describes_every_section():
     assert schema["additionalProperties"] is False
 
 
-def test_cli_check_and_schema(tmp_path):
-    path = _write(tmp_path, GOOD)
+def test_cli_check_and_schema(tmp_path, onnx_artifact):
+    path = _write(tmp_path, GOOD.replace("broker.local", "127.0.0.1"))
+    (tmp_path / "model.onnx").write_bytes(onnx_artifact.read_bytes())  # its record is embedded
     ok = subprocess.run([sys.executable, "-m", "edgeport.cli", "daemon", "--config", str(path), "--check"],
                         capture_output=True, text=True)
-    assert ok.returncode == 0 and "valid" in ok.stdout and "front" in ok.stdout
+    assert ok.returncode == 0, ok.stderr
+    assert "valid" in ok.stdout and "front" in ok.stdout and "opened with onnxruntime" in ok.stdout
+    assert "spool" in ok.stdout and "mqtt 127.0.0.1:1883" in ok.stdout
     bad = _write(tmp_path, GOOD + "extra_key: 1\n")
     failed = subprocess.run([sys.executable, "-m", "edgeport.cli", "daemon", "--config", str(bad), "--check"],
                             capture_output=True, text=True)
@@ -98,3 +102,35 @@ def test_cli_check_and_schema(tmp_path):
     schema = subprocess.run([sys.executable, "-m", "edgeport.cli", "daemon", "--schema"], capture_output=True,
                             text=True)
     assert json.loads(schema.stdout)["title"] == "DaemonConfig"
+
+
+def test_cli_check_opens_the_model_and_refuses_a_broken_one(tmp_path):
+    path = _write(tmp_path, GOOD.replace("broker.local", "127.0.0.1"))  # model.onnx holds 11 bytes of text
+    done = subprocess.run([sys.executable, "-m", "edgeport.cli", "daemon", "--config", str(path), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "model" in done.stderr and "model.onnx" in done.stderr
+    assert "rtsp://10.0.0.5/stream" in done.stdout  # what was found is printed before the error
+
+
+def test_check_redacts_camera_credentials(tmp_path):
+    path = _write(tmp_path, GOOD.replace("rtsp://10.0.0.5", "rtsp://admin:S3cret@10.0.0.5"))
+    done = subprocess.run([sys.executable, "-m", "edgeport.cli", "daemon", "--config", str(path), "--check"],
+                          capture_output=True, text=True)
+    assert "S3cret" not in done.stdout + done.stderr and "rtsp://***@10.0.0.5/stream" in done.stdout
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("model: model.onnx\nmodel: other.onnx\ncameras: [{id: a, source: 0}]\n", "line 2: duplicate key 'model' "
+                                                                               "(first given at line 1)"),
+    ("model: model.onnx\ncameras:\n  - id: a\n    source: 0\n    id: b\n", "line 5: duplicate key 'id'"),
+])
+def test_duplicate_keys_are_refused_with_key_and_line(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("depth", [30, 100_000])
+def test_deep_nesting_is_a_clear_error_not_a_traceback(tmp_path, depth):
+    text = "model: model.onnx\ncameras: [{id: a, source: 0}]\nevents: " + "[" * depth + "]" * depth + "\n"
+    with pytest.raises(ConfigError, match="nested"):
+        load_config(_write(tmp_path, text))

@@ -102,7 +102,7 @@ def test_detect_matches_the_runtime(daemon, onnx_artifact, val_images):
     detector = Detector(onnx_artifact)
     for path in val_images[:4]:  # the first val images include one stored rotated with an EXIF tag
         status, body = post_image(daemon, path.read_bytes())
-        expected = detector.detect(path)
+        expected = detector.detect_rgb([detector.load(path)])[0]  # /detect decodes at full scale
         assert status == 200 and body["image_hw"] == list(expected.image_hw)
         got = np.array([d["xyxy"] for d in body["detections"]]).reshape(-1, 4)
         assert len(got) == len(expected) and np.allclose(got, expected.xyxy, atol=0.02)
