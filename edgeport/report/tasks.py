@@ -53,8 +53,15 @@ def shard_of(items: Sequence[Any], shard: int, shards: int) -> Sequence[Any]:
     return items[shard * n // shards:(shard + 1) * n // shards]
 
 
-@functools.lru_cache(maxsize=16)
 def _detector(model: str, threads: int | None):
+    """The Detector of a model file, reused across the tasks of one process while the file is unchanged."""
+    path = Path(model)
+    stat = path.stat() if path.is_file() else None
+    return _cached_detector(model, threads, stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_detector(model: str, threads: int | None, mtime_ns: int | None, size: int | None):
     from edgeport.runtime import Detector
 
     return Detector(model, threads=threads)

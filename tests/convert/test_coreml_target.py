@@ -138,7 +138,7 @@ def test_convert_ends_with_the_proxy_row(coreml_int8w_cli):
     out = coreml_int8w_cli["out"]
     printed = coreml_int8w_cli["stdout"].splitlines()
     assert printed[0] == str(out / "shapes_yolov8n_coreml_int8w.mlpackage")
-    assert any(line.startswith("shapes_yolov8n_coreml_int8w_proxy.onnx") for line in printed)
+    assert any(line.startswith("shapes_yolov8n_coreml_int8w.mlpackage (proxy)") for line in printed)  # the table row
     rows = {Path(r["artifact"]).name: r for r in json.loads((out / "report.json").read_text())["rows"]}
     base, proxy = rows["shapes_yolov8n.onnx"], rows["shapes_yolov8n_coreml_int8w.mlpackage"]
     assert base["map50_95"] > 0.7 and proxy["precision"] == "int8w" and proxy["status"] == "proxy"

@@ -77,7 +77,7 @@ def test_int8_keeps_the_decode_tail_in_float(onnx_precisions):
 @pytest.mark.parametrize("target", ["onnx", "tensorrt"])
 def test_int8_drop_within_budget(onnx_precisions, val16_data, fp32_map, target):
     result = evaluate(Detector(onnx_precisions[(target, "int8")]), val16_data, progress=False)
-    assert fp32_map - result.map50_95 < 0.015  # 1.5 points on 16 images (80 images: see the README)
+    assert fp32_map - result.map50_95 < 0.015  # 1.5 points on 16 images (80 images: see docs/targets.md)
 
 
 def test_tensorrt_int8_is_symmetric_per_channel_on_conv_inputs(onnx_precisions):
