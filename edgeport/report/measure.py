@@ -25,7 +25,7 @@ from edgeport.report.rows import (
     measure_latency,
 )
 from edgeport.report.scan import Found
-from edgeport.report.tasks import CLEAN, MapFn, TaskResult, merge, run_tasks, shards_for
+from edgeport.report.tasks import CLEAN, MapFn, TaskResult, adopt, merge, run_tasks, shards_for
 
 
 def _io_of_record(record: ArtifactRecord) -> str:
@@ -42,6 +42,9 @@ def _evaluate_all(found: Sequence[Found], datas: dict[str, str], shards: int, th
                   map_fn: MapFn | None, before: Callable | None = None) -> dict[tuple[str, str], TaskResult]:
     """{(row, perturbation): merged result} of every runnable row on every image set of `datas`
     (perturbation name -> DATA.yaml), all tasks handed to one map."""
+    for f in found:
+        if f.detector is not None:  # tasks run in this process reuse it
+            adopt(evaluated_file(f), threads, f.detector)
     tasks = [task for perturbation, data in datas.items() for f in found if f.detector is not None
              for task in shards_for(str(f.path), str(evaluated_file(f)), data, perturbation, shards, threads,
                                     progress)]

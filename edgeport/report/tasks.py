@@ -3,8 +3,8 @@ so the builder can hand the tasks to any map (the builtin one here, a cluster's 
 
 from __future__ import annotations
 
-import functools
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -53,18 +53,32 @@ def shard_of(items: Sequence[Any], shard: int, shards: int) -> Sequence[Any]:
     return items[shard * n // shards:(shard + 1) * n // shards]
 
 
-def _detector(model: str, threads: int | None):
-    """The Detector of a model file, reused across the tasks of one process while the file is unchanged."""
+_DETECTORS: "OrderedDict[tuple, Any]" = OrderedDict()  # (file, threads, mtime, size) -> Detector, newest last
+_CACHE_SIZE = 16
+
+
+def _key(model: str, threads: int | None) -> tuple:
     path = Path(model)
     stat = path.stat() if path.is_file() else None
-    return _cached_detector(model, threads, stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
+    return (str(model), threads, stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_detector(model: str, threads: int | None, mtime_ns: int | None, size: int | None):
-    from edgeport.runtime import Detector
+def adopt(model: str | Path, threads: int | None, detector: Any) -> None:
+    """Let the tasks of this process reuse a Detector already open on `model` (while the file is unchanged)."""
+    _DETECTORS[_key(str(model), threads)] = detector
+    while len(_DETECTORS) > _CACHE_SIZE:
+        _DETECTORS.popitem(last=False)
 
-    return Detector(model, threads=threads)
+
+def _detector(model: str, threads: int | None):
+    """The Detector of a model file, reused across the tasks of one process while the file is unchanged."""
+    key = _key(model, threads)
+    if key not in _DETECTORS:
+        from edgeport.runtime import Detector
+
+        adopt(model, threads, Detector(model, threads=threads))
+    _DETECTORS.move_to_end(key)
+    return _DETECTORS[key]
 
 
 def evaluate_task(task: EvalTask) -> TaskResult:
