@@ -35,18 +35,6 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse images with more pixels (decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,})")
 
 
-def _print_report(rows, out_dir: Path, max_drop: float | None) -> int:
-    from edgeport.report import format_table, over_budget, write_report
-
-    print(format_table(rows))
-    _say(f"report: {write_report(rows, out_dir)}")
-    failing = over_budget(rows, max_drop)
-    for row in failing:
-        _say(f"edgeport: error: {Path(row.artifact).name} drops {row.drop_map50_95:.2f} points of mAP50-95, "
-             f"more than --max-drop {max_drop}")
-    return 1 if failing else 0
-
-
 def _open(args: argparse.Namespace, model: Path, **options):
     """The Detector for detect/evaluate, with the runtime options shared by both."""
     from edgeport.runtime import Detector
@@ -87,27 +75,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if args.data is not None:
             _say("convert: no labels (not a DATA.yaml): the accuracy report is skipped")
         return 0
-    from edgeport.report import compare
-
     baseline = artifact.path
     if not (args.target == "onnx" and precision == "fp32"):
         baseline = convert(args.model, "onnx", ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset,
                                                               name=args.name, command=options.command,
                                                               progress=_say)).path
-    from edgeport.runtime.backends import runnable_here
-
-    measured, proxy = artifact.path, None
-    if not runnable_here(artifact.path) and artifact.record.provenance.get("proxy"):  # CoreML off macOS
-        proxy = artifact.record.provenance["proxy"]
-        measured = artifact.path.parent / proxy["artifact"]
-        _say(f"convert: {artifact.path.name} cannot run on this host; its row is a proxy: {proxy['label']}")
-    rows = compare([measured], baseline, args.data, threads=args.threads)
-    for row in rows[1:]:
-        if proxy and hasattr(row, "proxy"):
-            row.proxy = proxy["label"]
     if args.target == "tensorrt":
         _say("tensorrt: the row is measured in onnxruntime on the ONNX the engine is built from (the engine's proxy)")
-    return _print_report(rows, args.out, args.max_drop)
+    from edgeport.report import build_report
+
+    report = build_report(args.out, args.data, artifacts=[artifact.path], baseline=baseline, max_drop=args.max_drop,
+                          threads=args.threads, robustness=False, keep_previous=True, command=options.command)
+    return _finish_report(report, args.max_drop)
 
 
 def cmd_jetson_build_engine(args: argparse.Namespace) -> int:
@@ -255,21 +234,30 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _run_report(directory: Path, data: Path, args: argparse.Namespace, command: str) -> int:
-    from edgeport.report import build_report, format_table
+    from edgeport.report import build_report
+    from edgeport.report.model import rows_from_file
 
+    extra = [row for path in getattr(args, "rows", None) or [] for row in rows_from_file(path)]
     report = build_report(directory, data, baseline=getattr(args, "baseline", None), max_drop=args.max_drop,
                           images=args.images, threads=args.threads, robustness=args.robustness,
-                          cache_dir=args.cache_dir, command=command)
-    print(format_table([r for r in report.rows if r.status != "skipped"]))
+                          cache_dir=args.cache_dir, command=command, extra_rows=extra)
+    return _finish_report(report, args.max_drop)
+
+
+def _finish_report(report, max_drop: float | None) -> int:
+    """Print the table and the report's path, say what was skipped or not checked; 1 when a row is over budget."""
+    from edgeport.report import SKIPPED, format_table
+
+    print(format_table([r for r in report.rows if r.status != SKIPPED]))
     for row in report.rows:
-        if row.status == "skipped":
+        if row.status == SKIPPED:
             _say(f"report: skipped {Path(row.artifact).name}: {row.note}")
-        elif row.map50_95 is None and args.max_drop is not None:
+        elif row.map50_95 is None and max_drop is not None:
             _say(f"report: {Path(row.artifact).name} not checked against --max-drop: {row.note}")
     for row in report.failing:
         _say(f"edgeport: error: {Path(row.artifact).name} drops {row.drop_map50_95:.2f} points of mAP50-95, "
-             f"more than --max-drop {args.max_drop}")
-    print(directory / "report.html")
+             f"more than --max-drop {max_drop}")
+    print(report.directory / "report.html")
     return 1 if report.failing else 0
 
 
@@ -316,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=None,
                    help="exit 1 when an artifact drops more points of mAP50-95 than this (rows marked)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--rows", type=Path, action="append", default=None, metavar="FILE",
+                   help="add rows measured on another machine (a report.json, or a JSON list of rows, each "
+                   "saying where in measured_on), e.g. an arm64 Raspberry Pi; repeatable")
     _add_report_options(p)
     p.set_defaults(func=cmd_report)
 

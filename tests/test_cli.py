@@ -67,7 +67,8 @@ def test_evaluate_writes_json_and_shows_progress(onnx_artifact, sample_data, tmp
 def test_quickstart_converts_to_every_target_and_ends_with_the_report(tmp_path):
     out = edgeport("quickstart", "--out", str(tmp_path / "qs"), "--images", "24", "--calibration-images", "32")
     assert out.returncode == 0, out.stderr
-    rows = json.loads((tmp_path / "qs" / "report.json").read_text())
+    written = json.loads((tmp_path / "qs" / "report.json").read_text())
+    rows = written["rows"]
     assert rows[0]["target"] == "onnx" and rows[0]["precision"] == "fp32" and rows[0]["drop_map50_95"] == 0.0
     assert {(row["target"], row["precision"]) for row in rows} == {
         ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16"),
@@ -89,6 +90,14 @@ def test_quickstart_converts_to_every_target_and_ends_with_the_report(tmp_path):
     assert Path(web["artifact"]).parent.name == "shapes_yolov8n_web" and "browser" in web["note"]
     assert len(list((tmp_path / "qs").glob("*_edgetpu_compat.json"))) == 1  # the Edge TPU analysis
     assert (tmp_path / "qs" / "report.md").is_file() and "<img" in (tmp_path / "qs" / "report.html").read_text()
+    summary = {s["device"]: s for s in written["summary"]}  # every device class gets an artifact from quickstart
+    assert list(summary) == ["Coral Edge TPU", "Raspberry Pi CPU", "Jetson", "iPhone / Mac", "browser"]
+    made_for = {"Coral Edge TPU": ("tflite",), "Raspberry Pi CPU": ("tflite", "onnx"), "Jetson": ("tensorrt",),
+                "iPhone / Mac": ("coreml",), "browser": ("onnx-web",)}
+    for device, pick in summary.items():  # an artifact made for it, or none within the drop budget
+        assert pick["target"] in made_for[device] or (pick["target"] is None and "budget" in pick["why"]), pick
+        assert pick["target"] not in ("tensorrt", "coreml") or pick["proxy"]  # proxies labelled
+    assert 4 <= len(written["examples"]) <= 6
 
 
 def test_model_and_image_errors_are_one_line_each(onnx_artifact, val_images, tmp_path):
@@ -133,8 +142,10 @@ def test_convert_int8_prints_the_drop_report_and_enforces_max_drop(sample_model,
             "--n", "40", "--out", str(tmp_path / "out"))  # --n: the same option name as `edgeport calibrate`
     out = edgeport(*args, "--max-drop", "5")
     assert out.returncode == 0, out.stderr
-    rows = json.loads((tmp_path / "out" / "report.json").read_text())
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    rows = written["rows"]
     assert [row["target"] for row in rows] == ["onnx", "tflite"]
+    assert written["summary"] and (tmp_path / "out" / "report.html").is_file()  # the same report as `edgeport report`
     int8 = rows[1]
     assert int8["precision"] == "int8" and int8["io"].startswith("uint8 NHWC")
     assert int8["calibration"] == "minmax (moving average, ai-edge-quantizer), 40 images"

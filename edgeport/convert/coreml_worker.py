@@ -1,6 +1,6 @@
 """The CoreML conversion process: `python -m edgeport.convert.coreml_worker convert JOB.json`.
 
-coremltools segfaulted here when imported after tensorflow and then torch (DESIGN.md), so only
+coremltools segfaulted here when imported after tensorflow and then torch (docs/design.md, traps), so only
 this process imports it, torch first. `inspect PATH...` prints what written packages hold (JSON, by path).
 Progress lines go to stdout, everything else (coremltools' bars and warnings) to stderr.
 """

@@ -20,7 +20,7 @@ from edgeport.convert import Artifact, ConvertOptions, convert
 from edgeport.errors import ConversionError, MissingDependencyError
 from edgeport.web import MANIFEST, ORT_FILES, ORT_WEB_VERSION, PAGE_FILES, find_ort_web, page_source_dir
 
-# the backend each precision is made for (DESIGN.md: WebGPU has no integer conv kernels; fp16 needs shader-f16)
+# the backend each precision is made for (docs/design.md: WebGPU has no integer conv kernels; fp16 needs shader-f16)
 BACKEND_OF = {"fp32": "wasm", "int8": "wasm", "fp16": "webgpu"}
 
 

@@ -1,29 +1,22 @@
-"""The accuracy comparison report: every artifact of a folder side by side, with robustness.
-
-`build_report` evaluates a folder (report.md, report.html, report.json); the row helpers below
-also serve `edgeport convert`'s short drop report.
-"""
+"""The accuracy comparison report: artifacts side by side against the float baseline, with a summary,
+examples and robustness; one builder (`build_report`) for `convert --data`, `report` and `quickstart`."""
 
 from edgeport.report.rows import (
     MEASURED,
     NOT_EXECUTABLE,
+    NOT_MEASURED,
     PROXY,
     SKIPPED,
     ReportRow,
     calibration_text,
-    compare,
     format_table,
     host_description,
     io_types,
     measure_latency,
-    over_budget,
-    report_row,
-    write_report,
 )
 
-__all__ = ["MEASURED", "NOT_EXECUTABLE", "PROXY", "SKIPPED", "ReportRow", "build_report", "calibration_text",
-           "compare", "format_table", "host_description", "io_types", "measure_latency", "over_budget",
-           "report_row", "write_report"]
+__all__ = ["MEASURED", "NOT_EXECUTABLE", "NOT_MEASURED", "PROXY", "SKIPPED", "ReportRow", "build_report",
+           "calibration_text", "format_table", "host_description", "io_types", "measure_latency"]
 
 
 def build_report(*args, **kwargs):

@@ -1,8 +1,7 @@
-"""The report's rows: one per artifact, with its drop against the float baseline; the text table and report.json."""
+"""The report's rows: one per artifact, with its drop against the float baseline; the text table."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -12,8 +11,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeport.artifact import artifact_size
-from edgeport.evaluate import EvalResult, evaluate
 from edgeport.runtime import Detector
 
 
@@ -99,26 +96,6 @@ def io_types(detector: Detector) -> str:
     return f"{detector.backend.inputs[0].dtype} {detector.record.layout} -> {'/'.join(outputs)}"
 
 
-def report_row(artifact: str | Path, data: str | Path, baseline: float | None, *, protocol: str = "coco",
-               threads: int | None = None, latency_runs: int = 30, progress: bool = True) -> tuple[ReportRow, EvalResult]:
-    """Evaluate one artifact and time it; `baseline` is the float mAP50-95 the drop is measured against."""
-    detector = Detector(artifact, threads=threads)
-    result = evaluate(detector, data, protocol=protocol, progress=progress)
-    from edgeport.evaluate.dataset import load_dataset
-
-    first = load_dataset(data).images[0]
-    p50, p99 = measure_latency(detector, detector.load(first), runs=latency_runs)
-    drop = None if baseline is None else round((baseline - result.map50_95) * 100, 3)
-    row = ReportRow(artifact=str(artifact), target=detector.record.target, precision=detector.record.precision,
-                    io=io_types(detector), backend=detector.backend_name, size_bytes=artifact_size(artifact),
-                    map50_95=round(result.map50_95, 4), map50=round(result.map50, 4), drop_map50_95=drop,
-                    latency_ms_p50=round(p50, 2), latency_ms_p99=round(p99, 2),
-                    images_per_second=round(result.images_per_second, 1),
-                    measured_on=f"{host_description()}, {detector.backend_name}",
-                    calibration=calibration_text(detector.record.provenance))
-    return row, result
-
-
 def format_table(rows: Sequence[ReportRow]) -> str:
     """A plain-text table of the rows (drop in points of mAP50-95)."""
     header = ("artifact", "target", "precision", "I/O", "size MB", "mAP50-95", "mAP50", "drop pts", "p50 ms", "img/s")
@@ -126,52 +103,20 @@ def format_table(rows: Sequence[ReportRow]) -> str:
     for r in rows:
         name = artifact_name(r.artifact) + ("" if r.status == MEASURED else f" ({r.status})")
         lines.append((name + (" OVER BUDGET" if r.over_budget else ""), r.target, r.precision, r.io, f"{r.size_bytes / 1e6:.1f}",
-                      _number(r.map50_95, ".4f", r), _number(r.map50, ".4f", r), _number(r.drop_map50_95, "+.2f", r),
-                      _number(r.latency_ms_p50, ".1f", r), _number(r.images_per_second, ".1f", r)))
+                      number(r.map50_95, ".4f", r), number(r.map50, ".4f", r), number(r.drop_map50_95, "+.2f", r),
+                      number(r.latency_ms_p50, ".1f", r), number(r.images_per_second, ".1f", r)))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     text = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)) for line in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
 
 
-def _number(value: float | None, spec: str, row: ReportRow) -> str:
-    """A number, or what stands in its place: never a blank that reads as a pass."""
+NOT_MEASURED = "not measured"
+
+
+def number(value: float | None, spec: str, row: ReportRow) -> str:
+    """A number, or what stands in its place in every table (text, Markdown, HTML): "-" where a measured row
+    has nothing to show, "not measured" for a row nothing was measured for; never a blank that reads as a pass."""
     if value is not None:
         return format(value, spec)
-    return "-" if row.status in (MEASURED, PROXY) else "n/a"
-
-
-def write_report(rows: Sequence[ReportRow], out_dir: Path, merge: bool = True) -> Path:
-    """Write out_dir/report.json (a list of rows); rows already there for other artifacts are kept
-    when `merge`, a row for the same artifact is replaced. Return the path."""
-    path = Path(out_dir) / "report.json"
-    kept: list[dict[str, Any]] = []
-    if merge and path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except ValueError:
-            previous = []
-        fresh = {r.artifact for r in rows}
-        kept = [row for row in previous if isinstance(row, dict) and row.get("artifact") not in fresh
-                and Path(str(row.get("artifact"))).exists()]
-    path.write_text(json.dumps(kept + [r.to_dict() for r in rows], indent=2))
-    return path
-
-
-def over_budget(rows: Sequence[ReportRow], max_drop: float | None) -> list[ReportRow]:
-    """Rows whose mAP50-95 drop (points) exceeds max_drop."""
-    if max_drop is None:
-        return []
-    return [r for r in rows if r.drop_map50_95 is not None and r.drop_map50_95 > max_drop]
-
-
-def compare(artifacts: Sequence[Path], baseline: Path, data: str | Path, *, threads: int | None = None,
-            progress: bool = True) -> list[ReportRow]:
-    """Evaluate the float baseline, then each artifact; rows carry their drop against the baseline."""
-    base_row, base = report_row(baseline, data, None, threads=threads, progress=progress)
-    base_row.drop_map50_95 = 0.0
-    rows = [base_row]
-    for artifact in artifacts:
-        if Path(artifact) != Path(baseline):
-            rows.append(report_row(artifact, data, base.map50_95, threads=threads, progress=progress)[0])
-    return rows
+    return "-" if row.status in (MEASURED, PROXY) else NOT_MEASURED

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numpy as np
 
@@ -25,3 +27,25 @@ def draw(image_bgr: np.ndarray, detections: Detections, thickness: int = 2) -> n
         cv2.putText(out, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
                     cv2.LINE_AA)
     return out
+
+
+def side_by_side(image_bgr: np.ndarray, panels: Sequence[tuple[str, Detections]], width: int = 300,
+                 height: int = 240) -> np.ndarray:
+    """One BGR image: the same picture once per panel, each with its detections and its title above, scaled
+    to fit `width` x `height` and placed left to right (the report's examples)."""
+    scale = min(width / image_bgr.shape[1], height / image_bgr.shape[0])
+    width, height = max(int(round(image_bgr.shape[1] * scale)), 1), max(int(round(image_bgr.shape[0] * scale)), 1)
+    small = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_AREA)
+    tiles = []
+    for title, detections in panels:
+        scaled = Detections(detections.xyxy * np.float32(scale), detections.score, detections.class_id,
+                            detections.names, (height, width))
+        tile = draw(small, scaled, thickness=1)
+        bar = np.full((22, width, 3), 255, np.uint8)
+        cv2.putText(bar, title[:int(width / 8)], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(np.vstack([bar, tile]))
+    gap = np.full((height + 22, 6, 3), 255, np.uint8)
+    out = [tiles[0]]
+    for tile in tiles[1:]:
+        out += [gap, tile]
+    return np.hstack(out)

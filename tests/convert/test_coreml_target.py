@@ -138,15 +138,16 @@ def test_convert_ends_with_the_proxy_row(coreml_int8w_cli):
     out = coreml_int8w_cli["out"]
     printed = coreml_int8w_cli["stdout"].splitlines()
     assert printed[0] == str(out / "shapes_yolov8n_coreml_int8w.mlpackage")
-    assert any(line.startswith("shapes_yolov8n_coreml_int8w_proxy.onnx") for line in printed)
-    rows = {Path(r["artifact"]).name: r for r in json.loads((out / "report.json").read_text())}
-    base, proxy = rows["shapes_yolov8n.onnx"], rows["shapes_yolov8n_coreml_int8w_proxy.onnx"]
-    assert base["map50_95"] > 0.7 and proxy["precision"] == "int8w"
+    assert any(line.startswith("shapes_yolov8n_coreml_int8w.mlpackage (proxy)") for line in printed)  # the table row
+    rows = {Path(r["artifact"]).name: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    base, proxy = rows["shapes_yolov8n.onnx"], rows["shapes_yolov8n_coreml_int8w.mlpackage"]
+    assert base["map50_95"] > 0.7 and proxy["precision"] == "int8w" and proxy["status"] == "proxy"
+    assert "shapes_yolov8n_coreml_int8w_proxy.onnx" in proxy["measured_on"] and proxy["proxy"]
     assert proxy["map50_95"] != base["map50_95"] and abs(proxy["drop_map50_95"]) < 1.0  # int8 weights: < 1 point
 
 
 def test_w8a8_proxy_measures_its_int8_activations(coreml_artifacts, coreml_int8w_cli, sample_data):
-    rows = {Path(r["artifact"]).name: r for r in json.loads((coreml_int8w_cli["out"] / "report.json").read_text())}
+    rows = {Path(r["artifact"]).name: r for r in json.loads((coreml_int8w_cli["out"] / "report.json").read_text())["rows"]}
     artifact = coreml_artifacts["w8a8"]
     proxy = evaluate(artifact.path.parent / artifact.record.provenance["proxy"]["artifact"], sample_data,
                      progress=False).map50_95

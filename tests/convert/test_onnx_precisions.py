@@ -77,7 +77,7 @@ def test_int8_keeps_the_decode_tail_in_float(onnx_precisions):
 @pytest.mark.parametrize("target", ["onnx", "tensorrt"])
 def test_int8_drop_within_budget(onnx_precisions, val16_data, fp32_map, target):
     result = evaluate(Detector(onnx_precisions[(target, "int8")]), val16_data, progress=False)
-    assert fp32_map - result.map50_95 < 0.015  # 1.5 points on 16 images (80 images: see the README)
+    assert fp32_map - result.map50_95 < 0.015  # 1.5 points on 16 images (80 images: see docs/targets.md)
 
 
 def test_tensorrt_int8_is_symmetric_per_channel_on_conv_inputs(onnx_precisions):
@@ -111,7 +111,7 @@ def test_tensorrt_int8_is_symmetric_per_channel_on_conv_inputs(onnx_precisions):
 
 def test_naive_quantization_of_the_concatenated_head_zeroes_scores(ultralytics_onnx, onnx_precisions, sample_data,
                                                                     val16_data, val_images, tmp_path):
-    """The trap DESIGN.md measured: quantize_static over Ultralytics' one (1, 4 + nc, N) output."""
+    """The trap docs/design.md describes: quantize_static over Ultralytics' one (1, 4 + nc, N) output."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     from edgeport.calibration import build_calibration_set
@@ -164,6 +164,6 @@ def test_cli_int8_ends_with_both_accuracy_rows(sample_model, val16_data, tmp_pat
     assert code == 0
     lines = captured.out.splitlines()
     assert lines[0] == str(tmp_path / "shapes_yolov8n_int8.onnx")  # quantizer chatter stays off stdout
-    rows = {row["precision"]: row for row in json.loads((tmp_path / "report.json").read_text())}
+    rows = {row["precision"]: row for row in json.loads((tmp_path / "report.json").read_text())["rows"]}
     assert set(rows) == {"fp32", "int8"} and rows["int8"]["calibration"].startswith("percentile")
     assert rows["int8"]["drop_map50_95"] < 3 and rows["int8"]["size_bytes"] < rows["fp32"]["size_bytes"] / 3

@@ -1,7 +1,9 @@
 // Opens a report.html in headless Chromium (playwright-core), blocks every network request, screenshots
-// the page and prints what rendered as JSON: tables, each image's size and inked pixels, errors.
-// usage: node render_check.js PLAYWRIGHT_CORE_DIR REPORT_HTML SCREENSHOT_PNG
-const [playwrightDir, htmlPath, screenshotPath] = process.argv.slice(2);
+// the page and prints what rendered as JSON: sections, tables, each image's size and inked pixels, what
+// overflows the viewport, whether table headers are sticky, errors.
+// usage: node render_check.js PLAYWRIGHT_CORE_DIR REPORT_HTML SCREENSHOT_PNG [WIDTH]
+const [playwrightDir, htmlPath, screenshotPath, widthArg] = process.argv.slice(2);
+const width = Number(widthArg || 1280);
 const { chromium } = require(playwrightDir);
 
 (async () => {
@@ -12,7 +14,7 @@ const { chromium } = require(playwrightDir);
   });
   const errors = [];
   const requests = [];
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const page = await browser.newPage({ viewport: { width, height: 900 } });
   page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') errors.push(`console: ${m.text()}`); });
   page.on('pageerror', (e) => errors.push(`pageerror: ${e}`));
   await page.route('**/*', (route) => {
@@ -43,9 +45,19 @@ const { chromium } = require(playwrightDir);
       }
       const box = img.getBoundingClientRect();
       images.push({ alt: img.alt, complete: img.complete, naturalWidth: img.naturalWidth,
-                    naturalHeight: img.naturalHeight, shownWidth: box.width, inked });
+                    naturalHeight: img.naturalHeight, shownWidth: box.width, right: box.right, inked });
     }
-    return { title: document.title, tables, images, scripts: document.scripts.length };
+    const viewport = document.documentElement.clientWidth;
+    const overflowing = [...document.body.querySelectorAll('*')]
+      .filter((el) => el.getBoundingClientRect().right > viewport + 0.5)
+      .map((el) => `${el.tagName.toLowerCase()}#${el.id}.${el.className}`);
+    const sticky = [...document.querySelectorAll('table')].map((t) => {
+      const th = t.querySelector('thead th');
+      return { id: t.id, position: th ? getComputedStyle(th).position : null };
+    });
+    const sections = [...document.querySelectorAll('h2')].map((h) => h.textContent);
+    return { title: document.title, tables, images, scripts: document.scripts.length, sections, sticky, viewport,
+             scrollWidth: document.documentElement.scrollWidth, overflowing };
   });
   await page.screenshot({ path: screenshotPath, fullPage: true });
   await browser.close();

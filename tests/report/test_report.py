@@ -4,6 +4,7 @@ numbers equal to `edgeport evaluate`, and the HTML page rendered by a real headl
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import subprocess
 import sys
@@ -88,8 +89,10 @@ def report(report_dir, small_data, tmp_path_factory):
     cache = tmp_path_factory.mktemp("report_cache")
     out = edgeport("report", str(report_dir), "--data", str(small_data), "--max-drop", str(MAX_DROP),
                    "--cache-dir", str(cache))
-    rows = json.loads((report_dir / "report.json").read_text())
-    return {"out": out, "rows": {Path(r["artifact"]).name: r for r in rows}, "order": rows, "cache": cache}
+    written = json.loads((report_dir / "report.json").read_text())
+    rows = written["rows"]
+    return {"out": out, "rows": {Path(r["artifact"]).name: r for r in rows}, "order": rows, "cache": cache,
+            "json": written}
 
 
 def test_every_artifact_gets_a_row_and_bad_files_are_skipped_with_the_reason(report):
@@ -217,41 +220,79 @@ def test_max_drop_marks_the_offending_rows_and_sets_the_exit_code(report, report
     base = ("report", str(copy), "--data", str(small_data), "--no-robustness")
     strict = edgeport(*base, "--max-drop", f"{int8_drop - 0.01:.3f}")
     assert strict.returncode == 1, strict.stderr
-    assert json.loads((copy / "report.json").read_text())[1]["over_budget"]
+    assert json.loads((copy / "report.json").read_text())["rows"][1]["over_budget"]
     assert "shapes_yolov8n_full_integer_int8.tflite drops" in strict.stderr
     loose = edgeport(*base, "--max-drop", f"{int8_drop + 0.01:.3f}")
     assert loose.returncode == 0, loose.stderr
     assert "model_coreml.mlpackage not checked against --max-drop" in loose.stderr
-    assert not any(r["over_budget"] for r in json.loads((copy / "report.json").read_text()))
+    assert not any(r["over_budget"] for r in json.loads((copy / "report.json").read_text())["rows"])
 
 
-def test_report_html_renders_offline_in_chromium(report, report_dir, tmp_path):
+def test_report_html_opens_with_the_summary_and_fits_1280_px_in_chromium(report, report_dir, tmp_path):
     require_program("chromium")
     require_program("node")
     modules = node_modules()
     shot = tmp_path / "report.png"
     out = subprocess.run(["node", str(Path(__file__).with_name("render_check.js")), str(modules / "playwright-core"),
-                          str(report_dir / "report.html"), str(shot)], capture_output=True, text=True, timeout=180)
+                          str(report_dir / "report.html"), str(shot), "1280"], capture_output=True, text=True,
+                         timeout=180)
     assert out.returncode == 0, out.stderr
     page = json.loads(out.stdout.strip().splitlines()[-1])
     assert page["errors"] == [] and page["requests"] == [] and page["scripts"] == 0
-    artifacts = page["tables"]["artifacts"]
-    assert [row["cells"][0] for row in artifacts] == [
+    assert page["sections"][:4] == ["Summary", "Examples", "Artifacts", "Robustness"]
+    summary = {row["cells"][0]: row["cells"] for row in page["tables"]["summary-table"]}
+    assert list(summary) == ["Coral Edge TPU", "Raspberry Pi CPU", "Jetson", "iPhone / Mac", "browser"]
+    assert summary["Jetson"][1].startswith("model_trt_int8.engine (proxy: ")  # proxies labelled
+    assert summary["browser"][1] == "none" and "no artifact for it" in summary["browser"][6]
+    tables = page["tables"]
+    assert [row["cells"][0] for row in tables["artifacts-onnx"]] == ["shapes_yolov8n.onnx"]
+    assert [row["cells"][0] for row in tables["artifacts-tflite"]] == ["shapes_yolov8n_full_integer_int8.tflite"]
+    assert {name for key in tables if key.startswith("artifacts-") for name in
+            (row["cells"][0] for row in tables[key])} == {
         "shapes_yolov8n.onnx", "shapes_yolov8n_full_integer_int8.tflite", "model_trt_int8.engine",
-        "model_coreml.mlpackage", "model_int8_edgetpu.tflite"]
-    assert [row["cells"][0] for row in page["tables"]["skipped"]] == ["broken.onnx", "notes.tflite"]
-    assert len(page["tables"]["robustness"]) == 3 and all(len(r["cells"]) == 7 for r in page["tables"]["robustness"])
-    assert [image["alt"] for image in page["images"]] == [
-        "Precision-recall curves", "mAP and drop per artifact", "Latency against mAP", "Robustness drop per perturbation"]
-    for image in page["images"]:  # decoded, shown, and actually drawn (not a blank frame)
+        "model_coreml.mlpackage", "model_int8_edgetpu.tflite"}
+    assert [row["cells"][0] for row in tables["skipped"]] == ["broken.onnx", "notes.tflite"]
+    assert len(tables["robustness"]) == 3 and all(len(r["cells"]) == 7 for r in tables["robustness"])
+    assert all(t["position"] == "sticky" for t in page["sticky"])
+    alts = [image["alt"] for image in page["images"]]
+    examples = report["json"]["examples"]
+    assert alts[0] == "Accuracy against latency" and 4 <= len(examples) <= 6
+    assert all(alt.startswith(Path(e["image"]).name) for alt, e in zip(alts[1:], examples))
+    assert alts[1 + len(examples):] == ["Precision-recall curves", "mAP and drop per artifact",
+                                        "Robustness drop per perturbation"]
+    for image in page["images"]:  # decoded, shown, drawn (not a blank frame), and inside the window
         assert image["complete"] and image["naturalWidth"] > 100 and image["naturalHeight"] > 100, image
-        assert image["shownWidth"] > 100 and image["inked"] > 2000, image
+        assert image["shownWidth"] > 100 and image["inked"] > 2000 and image["right"] <= 1280, image
+    assert page["viewport"] == 1280 and page["scrollWidth"] <= 1280 and page["overflowing"] == []
     screenshot = cv2.imread(str(shot))
-    assert screenshot is not None and screenshot.shape[0] > 900 and screenshot.std() > 20
+    assert screenshot is not None and screenshot.shape[1] == 1280 and screenshot.std() > 20
+
+
+def test_report_json_and_md_carry_the_summary_and_the_examples(report, report_dir):
+    written = report["json"]
+    assert written["schema"] == "edgeport.report/2" and written["budget"] == MAX_DROP
+    summary = {s["device"]: s for s in written["summary"]}
+    int8 = report["rows"]["shapes_yolov8n_full_integer_int8.tflite"]
+    for device in ("Raspberry Pi CPU", "Coral Edge TPU"):  # the only artifact made for them that was measured
+        if int8["drop_map50_95"] <= MAX_DROP:
+            assert summary[device]["name"] == "shapes_yolov8n_full_integer_int8.tflite", summary[device]
+        else:
+            assert summary[device]["name"] is None and "budget" in summary[device]["why"], summary[device]
+    assert summary["Jetson"]["proxy"] == "the fp32 ONNX the engine was built from, in onnxruntime"
+    assert summary["iPhone / Mac"]["name"] is None and "not measured" in summary["iPhone / Mac"]["why"]
+    for example in written["examples"]:
+        assert Path(example["image"]).is_file() and example["artifacts"][0].endswith("shapes_yolov8n.onnx")
+        assert example["artifacts"][1].endswith("shapes_yolov8n_full_integer_int8.tflite")
+    disagreements = [e["disagreement"] for e in written["examples"]]
+    assert disagreements == sorted(disagreements, reverse=True)
+    markdown = (report_dir / "report.md").read_text()
+    assert markdown.index("## Summary") < markdown.index("## Examples") < markdown.index("## Artifacts")
+    assert "| Raspberry Pi CPU |" in markdown and "### tflite" in markdown
 
 
 def test_the_report_modules_import_no_heavy_framework():
-    code = ("import sys, edgeport.report.build, edgeport.report.render, edgeport.report.perturb, edgeport.cli; "
+    code = ("import sys, edgeport.report.build, edgeport.report.render, edgeport.report.page, edgeport.report.perturb, "
+            "edgeport.report.measure, edgeport.report.examples, edgeport.report.summary, edgeport.cli; "
             "print(sorted(m for m in ('torch', 'tensorflow', 'ultralytics', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
@@ -270,7 +311,7 @@ def test_a_pt_baseline_is_converted_and_a_folder_without_float_model_is_refused(
     out = edgeport("report", str(folder), "--data", str(small_data), "--no-robustness", "--images", "8",
                    "--baseline", str(sample_model))
     assert out.returncode == 0, out.stderr
-    rows = json.loads((folder / "report.json").read_text())
+    rows = json.loads((folder / "report.json").read_text())["rows"]
     assert [(r["target"], r["precision"], r["baseline"], r["images"]) for r in rows] == [
         ("onnx", "fp32", True, 8), ("tflite", "int8", False, 8)]
     assert "converting the baseline shapes_yolov8n.pt to float ONNX" in out.stderr
@@ -279,8 +320,8 @@ def test_a_pt_baseline_is_converted_and_a_folder_without_float_model_is_refused(
 def test_without_matplotlib_the_page_says_how_to_get_the_plots(monkeypatch):
     import builtins
 
-    from edgeport.report.build import Report
-    from edgeport.report.render import html_page
+    from edgeport.report.model import Report
+    from edgeport.report.page import html_page
     from edgeport.report.rows import ReportRow
 
     real_import = builtins.__import__
@@ -294,5 +335,42 @@ def test_without_matplotlib_the_page_says_how_to_get_the_plots(monkeypatch):
     row = ReportRow("a.onnx", "onnx", "fp32", "float32 NCHW -> float32", "onnxruntime", 1, 0.5, 0.6, 0.0, 1.0, 2.0,
                     3.0, "here", baseline=True, pr_curve=[0.5] * 101)
     page = html_page(Report(Path("."), "data.yaml", 1, [row], "a.onnx"))
-    assert "not drawn: matplotlib is not installed; install it with: pip install &#x27;edgeport[report]&#x27;" in page
-    assert "<img" not in page and "<td>a.onnx</td>" in page
+    assert "plots not drawn: matplotlib is not installed; install it with: pip install &#x27;edgeport[report]&#x27;" in page
+    assert "<img" not in page and "<td>a.onnx</td>" in page and "<h2>Summary</h2>" in page
+
+
+def test_tasks_run_through_any_map_in_shards_and_rows_from_another_machine_join(report, report_dir, small_data):
+    """The builder hands every (artifact, image set, shard) to the map it is given; shards score exactly as one
+    pass; rows measured on an arm64 machine join the report and are preferred for the Raspberry Pi."""
+    from edgeport.report import build_report
+    from edgeport.report.model import rows_from_file
+    from edgeport.report.tasks import EvalTask
+
+    seen: list[EvalTask] = []
+
+    def recording_map(fn, tasks):  # what a cluster's map does: run each task elsewhere, keep the order
+        tasks = list(tasks)
+        seen.extend(tasks)
+        return [pickle.loads(pickle.dumps(fn(pickle.loads(pickle.dumps(t))))) for t in tasks]
+
+    int8 = report["rows"]["shapes_yolov8n_full_integer_int8.tflite"]
+    pi_row = {**int8, "artifact": "shapes_yolov8n_full_integer_int8.tflite", "baseline": False,
+              "latency_ms_p50": 500.0, "drop_map50_95": 0.0}
+    rows_file = report_dir.parent / "pi_rows.json"
+    rows_file.write_text(json.dumps({"rows": [pi_row]}))
+    extra = rows_from_file(rows_file, measured_on="arm64 Debian 12 (qemu-user), ai-edge-litert")
+    built = build_report(report_dir, small_data, artifacts=[report_dir / "shapes_yolov8n.onnx",
+                                                            report_dir / "shapes_yolov8n_full_integer_int8.tflite"],
+                         robustness=False, examples=False, latency_runs=2, progress=False, map_fn=recording_map,
+                         shards=2, extra_rows=extra, write=False, say=lambda line: None)
+    assert {(Path(t.model).name, t.shard, t.shards) for t in seen} == {
+        (name, shard, 2) for name in ("shapes_yolov8n.onnx", "shapes_yolov8n_full_integer_int8.tflite")
+        for shard in (0, 1)} and all(isinstance(t, EvalTask) for t in seen)
+    for row in built.rows[:2]:  # two shards give the numbers of one pass
+        assert row.map50_95 == report["rows"][Path(row.artifact).name]["map50_95"]
+        assert row.per_class == report["rows"][Path(row.artifact).name]["per_class"]
+    pi = next(r for r in built.rows if r.measured_on.startswith("arm64"))
+    assert pi.drop_map50_95 == 0.0 and not pi.baseline
+    summary = {s["device"]: s for s in built.to_dict()["summary"]}
+    assert summary["Raspberry Pi CPU"]["measured_on"].startswith("arm64")  # slower, yet measured on the device
+    assert "measured on arm64" in summary["Raspberry Pi CPU"]["why"]
