@@ -416,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgeport.daemon.cli import add_parsers as add_daemon_parsers
 
     add_daemon_parsers(sub, _add_runtime_options)
+    from edgeport.analyze.cli import add_parser as add_analyze_parser
+
+    add_analyze_parser(sub)
     _add_jetson_parser(sub)
     return parser
 
