@@ -12,13 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from edgeport.errors import EdgeportError
+from edgeport.errors import EdgeportError, SourceError
 from edgeport.evaluate.dataset import IMAGE_SUFFIXES
 from edgeport.runtime.image_io import DEFAULT_MAX_PIXELS
-
-
-class SourceError(EdgeportError):
-    """One analyze source cannot be read (missing, not a video, an empty folder or list)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""Joining Ray: a cluster's address, the job's cluster under `ray job submit`, or a Ray on this machine."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from edgeport.errors import ClusterError, MissingDependencyError
+
+
+def import_ray() -> Any:
+    """The ray module; raises MissingDependencyError naming the `cluster` extra when it is absent."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the data part of the extra)
+    except ImportError as exc:
+        raise MissingDependencyError("ray[data]", "cluster") from exc
+    return ray
+
+
+def connect(address: str | None) -> Any:
+    """Join Ray and return the module: `address` (host:port or ray://...) when given; otherwise the
+    cluster of RAY_ADDRESS (set by `ray job submit`) or one already running here, else a new local
+    Ray bound to loopback. Raises ClusterError naming the address."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        if address:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+            return ray
+        try:
+            ray.init(address="auto", logging_level="WARNING", log_to_driver=False)
+        except ConnectionError:  # no Ray here yet: start one on loopback only
+            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "this machine"
+        raise ClusterError(f"cannot join Ray at {where}: {exc} (is `ray start --head` running there? "
+                           "the address is the head's host:port)") from exc
+    return ray
+
+
+def slots(ray: Any) -> tuple[int, int]:
+    """(CPUs, GPUs) of the whole cluster, each at least 0; CPUs at least 1."""
+    resources = ray.cluster_resources()
+    return max(int(resources.get("CPU", 1)), 1), int(resources.get("GPU", 0))
