@@ -1,4 +1,4 @@
-"""The `edgeport` command: quickstart, convert, report, evaluate, detect.
+"""The `edgeport` command: quickstart, convert, report, evaluate, detect, analyze.
 
 Every EdgeportError becomes one line on stderr and exit status 2.
 """
@@ -257,9 +257,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 def _run_report(directory: Path, data: Path, args: argparse.Namespace, command: str) -> int:
     from edgeport.report import build_report, format_table
 
+    map_fn = None
+    if getattr(args, "ray", None) is not None:  # the evaluations as Ray tasks (edgeport[cluster])
+        from edgeport.cluster.tasks import ray_map
+
+        map_fn = ray_map(None if args.ray == "local" else args.ray)
     report = build_report(directory, data, baseline=getattr(args, "baseline", None), max_drop=args.max_drop,
                           images=args.images, threads=args.threads, robustness=args.robustness,
-                          cache_dir=args.cache_dir, command=command)
+                          cache_dir=args.cache_dir, command=command, map_fn=map_fn)
     print(format_table([r for r in report.rows if r.status != "skipped"]))
     for row in report.rows:
         if row.status == "skipped":
@@ -316,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=None,
                    help="exit 1 when an artifact drops more points of mAP50-95 than this (rows marked)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the evaluations (artifact x perturbation x image shard) as Ray tasks: no value starts "
+                   "or joins a Ray on this machine; ADDRESS (host:port) joins that cluster")
     _add_report_options(p)
     p.set_defaults(func=cmd_report)
 

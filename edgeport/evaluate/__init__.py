@@ -100,14 +100,20 @@ def evaluate_with_predictions(model: str | Path | Detector, data: str | Path, *,
                            f"{len(detector.names)} ({', '.join(detector.names)})")
     images, rate = collect(detector, dataset, PROTOCOLS[protocol], progress, f"evaluate {detector.path.name}", exif,
                            INTERPOLATION[protocol])
-    ap = coco_ap(images, len(dataset.names)) if protocol == "coco" else ultralytics_ap(images, len(dataset.names))
+    return score(detector, dataset.names, images, protocol=protocol, conf=conf, rate=rate, exif=exif), images
+
+
+def score(detector: Detector, names: tuple[str, ...], images: list[ImageEval], *, protocol: str = "coco",
+          conf: float = 0.25, rate: float = 0.0, exif: bool = True) -> EvalResult:
+    """The EvalResult of per-image evals gathered by `collect` (in dataset order, from one run or from shards)."""
+    ap = coco_ap(images, len(names)) if protocol == "coco" else ultralytics_ap(images, len(names))
     valid = ~np.isnan(ap[:, 0])
     precision, recall = precision_recall_at(images, conf)
     return EvalResult(
         artifact=str(detector.path), backend=detector.backend_name, protocol=protocol,
         map50_95=float(np.nanmean(ap)) if valid.any() else 0.0,
         map50=float(np.nanmean(ap[:, 0])) if valid.any() else 0.0,
-        per_class={n: float(ap[i].mean()) for i, n in enumerate(dataset.names) if valid[i]},
-        per_class_map50={n: float(ap[i, 0]) for i, n in enumerate(dataset.names) if valid[i]},
+        per_class={n: float(ap[i].mean()) for i, n in enumerate(names) if valid[i]},
+        per_class_map50={n: float(ap[i, 0]) for i, n in enumerate(names) if valid[i]},
         precision=precision, recall=recall, conf=conf, images=len(images), images_per_second=rate,
-        exif=exif), images
+        exif=exif)

@@ -20,6 +20,7 @@ from edgeport.artifact import ArtifactRecord, sha256_file
 from edgeport.errors import ConfigError, DatasetError, EdgeportError, ModelError
 from edgeport.evaluate import EvalResult, evaluate, evaluate_with_predictions
 from edgeport.evaluate.dataset import Dataset, load_dataset
+from edgeport.evaluate.shards import Evaluations, MapFn
 from edgeport.report.agreement import agreement, pr_curve
 from edgeport.report.perturb import FGSM, PIXEL_PERTURBATIONS, perturbed_set
 from edgeport.report.rows import (
@@ -174,9 +175,9 @@ def _row(found: Found, result: EvalResult | None, base: EvalResult | None, laten
 
 def _robustness(measured: list[tuple[Found, ReportRow]], dataset: Dataset, work: Path, source_pt: Path | None,
                 why_no_source: str, imgsz: tuple[int, int], progress: bool,
-                say: Callable[[str], None]) -> list[dict[str, Any]]:
+                say: Callable[[str], None], ahead: Evaluations | None = None) -> list[dict[str, Any]]:
     """Evaluate every measured row on each perturbed set; fill row.robustness; return the sets' descriptions."""
-    described = []
+    described, ready = [], []
     for perturbation in [p for p, _ in PIXEL_PERTURBATIONS.values()] + [FGSM]:
         entry = perturbation.to_dict()
         try:
@@ -196,26 +197,33 @@ def _robustness(measured: list[tuple[Found, ReportRow]], dataset: Dataset, work:
                 row.robustness[perturbation.name] = {"map50_95": None, "map50": None, "drop": None, "note": reason}
             described.append(entry)
             continue
+        described.append(entry)
+        ready.append((perturbation, yaml_path))
+    if ahead is not None:  # every artifact x perturbation x image shard at once
+        ahead.compute([(found.detector, yaml_path) for _, yaml_path in ready for found, _ in measured])
+    for perturbation, yaml_path in ready:
         for found, row in measured:
-            result = evaluate(found.detector, yaml_path, progress=False)
+            result = ahead.get(found.detector, yaml_path)[0] if ahead else evaluate(found.detector, yaml_path,
+                                                                                    progress=False)
             drop = round((row.map50_95 - round(result.map50_95, 4)) * 100, 3)
             row.robustness[perturbation.name] = {"map50_95": round(result.map50_95, 4),
                                                  "map50": round(result.map50, 4), "drop": drop}
             say(f"report: {perturbation.name:<9} {found.path.name}: mAP50-95 {result.map50_95:.4f} "
                 f"({-drop:+.2f} points)")
-        described.append(entry)
     return described
 
 
 def build_report(directory: str | Path, data: str | Path, *, baseline: str | Path | None = None,
                  max_drop: float | None = None, images: int | None = None, threads: int | None = None,
                  robustness: bool = True, cache_dir: str | Path | None = None, latency_runs: int = 30,
-                 progress: bool = True, say: Callable[[str], None] = _stderr, command: str = "") -> Report:
+                 progress: bool = True, say: Callable[[str], None] = _stderr, command: str = "",
+                 map_fn: MapFn | None = None) -> Report:
     """Evaluate every artifact in `directory` on `data` (a DATA.yaml), write report.md/.html/.json there.
 
     `images` limits the val split to that many images spread over it; `cache_dir` keeps the
-    perturbed sets for the next run (default: a temporary folder). Raises ConfigError (no folder,
-    no baseline) and DatasetError; a file that cannot be used becomes a skipped row.
+    perturbed sets for the next run (default: a temporary folder). `map_fn` (e.g. Ray's, from
+    edgeport.cluster.tasks.ray_map) runs the evaluations as tasks, all shards at once, with the same numbers.
+    Raises ConfigError (no folder, no baseline) and DatasetError; a file that cannot be used becomes a skipped row.
     """
     from edgeport.report.render import write_all
 
@@ -242,6 +250,9 @@ def build_report(directory: str | Path, data: str | Path, *, baseline: str | Pat
         runnable = [f for f in found if f.detector is not None]
         first = dataset.images[0]
         rows, predictions, base = [], {}, None
+        ahead = Evaluations(map_fn, threads=threads or 1) if map_fn else None
+        if ahead is not None:
+            ahead.compute([(f.detector, data_yaml) for f in runnable])
         for i, f in enumerate(found):
             if f.detector is None:
                 say(f"report: {f.path.name}: {f.status}: {f.reason}")
@@ -250,7 +261,8 @@ def build_report(directory: str | Path, data: str | Path, *, baseline: str | Pat
             via = f" through its proxy {f.proxy_path.name}" if f.status == PROXY else ""
             say(f"report: [{runnable.index(f) + 1}/{len(runnable)}] {f.path.name}{via}")
             try:
-                result, predictions[f.path] = evaluate_with_predictions(f.detector, data_yaml, progress=progress)
+                result, predictions[f.path] = ahead.get(f.detector, data_yaml) if ahead else \
+                    evaluate_with_predictions(f.detector, data_yaml, progress=progress)
             except (DatasetError, ModelError) as exc:  # e.g. another class count: this row only
                 if f is base_found:
                     raise
@@ -272,7 +284,7 @@ def build_report(directory: str | Path, data: str | Path, *, baseline: str | Pat
         perturbations = []
         if robustness:
             perturbations = _robustness(measured, dataset, work, source_pt, why_no_source,
-                                        base_found.detector.imgsz, progress, say)
+                                        base_found.detector.imgsz, progress, say, ahead)
         for row in rows:
             row.over_budget = max_drop is not None and row.drop_map50_95 is not None and row.drop_map50_95 > max_drop
         report = Report(directory=directory, data=str(data), images=len(dataset.images), rows=rows,
