@@ -114,10 +114,12 @@ def _images_of_list(listing: Path) -> list[str]:
 def open_source(path: str | Path, name: str) -> Source:
     """Describe one source: a folder of images, a .txt list of image paths, or a video.
 
-    Raises SourceError naming the path and what is wrong with it."""
+    Paths become absolute (a Ray worker reads them from its own working directory). Raises
+    SourceError naming the path and what is wrong with it."""
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: not found")
+    path = path.resolve()
     if path.is_dir() or path.suffix.lower() == ".txt":
         kind = "folder" if path.is_dir() else "list"
         images = _images_of_folder(path) if kind == "folder" else _images_of_list(path)

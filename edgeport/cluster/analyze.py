@@ -97,7 +97,7 @@ def _pipeline(ray: Any, sources: list[Source], options: AnalyzeOptions, block_ba
     context.execution_options.preserve_order = True  # rows come back in source and frame order
     context.enable_progress_bars = False  # ours counts frames
     data = ray.data.read_datasource(frame_datasource(sources, options, options.batch * block_batches),
-                                    num_cpus=READ_CPUS)
+                                    num_cpus=READ_CPUS, compute=ray.data.TaskPoolStrategy(size=cpus))
     resources = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": ACTOR_CPUS}
     pool = ray.data.ActorPoolStrategy(size=gpus or cpus)  # one actor per CPU slot, or per GPU
     # Ray Data's actor pool restarts a lost actor and retries its batch (max_restarts=-1,
