@@ -35,8 +35,9 @@ def _ray_program() -> Path:
 
 def cluster_env() -> dict[str, str]:
     """The environment of the nodes and of the drivers the tests start: this checkout importable, no
-    usage stats, no token (loopback only), a lost node noticed after about 6 s instead of 30."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
+    usage stats, no token (loopback only), a lost node noticed after about 6 s instead of 30, and this
+    interpreter's bin first on PATH (as an activated venv has it: a `ray job submit` entrypoint `edgeport`)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
                RAY_DEDUP_LOGS="0", RAY_health_check_period_ms="2000", RAY_health_check_failure_threshold="3")
     env.pop("RAY_ADDRESS", None)
     return env
@@ -45,8 +46,9 @@ def cluster_env() -> dict[str, str]:
 class RayCluster:
     """`ray start --block` processes, each in its own process group: the head, then worker nodes."""
 
-    def __init__(self, temp_dir: Path) -> None:
+    def __init__(self, temp_dir: Path, dashboard_port: int | None = None) -> None:
         self.temp_dir = temp_dir
+        self.dashboard_port = dashboard_port  # the job server of `ray job submit` (needs ray[default])
         self.port = free_port()
         self.address = f"{HEAD_IP}:{self.port}"
         self.ray = _ray_program()
@@ -65,8 +67,13 @@ class RayCluster:
             return subprocess.Popen(command, env=cluster_env(), stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd=ROOT)
 
+    def start_head(self) -> None:
+        dashboard = ["--include-dashboard=false"] if self.dashboard_port is None else [
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
+        self.head = self._start(["--head", f"--port={self.port}", *dashboard], "head", HEAD_IP)
+
     def start(self) -> "RayCluster":
-        self.head = self._start(["--head", f"--port={self.port}", "--include-dashboard=false"], "head", HEAD_IP)
+        self.start_head()
         self.start_worker()  # it waits for the head's GCS by itself
         return self
 
