@@ -129,7 +129,8 @@ def ray_engine(address: str | None, block_batches: int = 4):
                         yield _finish(sources, writers, started, current, out)
                         current += 1
                     if source_id not in writers:
-                        writers[source_id], started[source_id] = LinesWriter(out, sources[source_id]), time.perf_counter()
+                        writers[source_id] = LinesWriter(out, sources[source_id])
+                        started[source_id] = time.perf_counter()
                     writers[source_id].write(index, str(line))
                 bar.update(len(batch["index"]))
             while current < len(sources):

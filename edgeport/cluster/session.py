@@ -19,9 +19,9 @@ def import_ray() -> Any:
 
 
 def connect(address: str | None) -> Any:
-    """Join Ray and return the module: `address` (host:port or ray://...) when given; otherwise the
-    cluster of RAY_ADDRESS (set by `ray job submit`) or one already running here, else a new local
-    Ray bound to loopback. Raises ClusterError naming the address."""
+    """Join Ray and return the module: `address` (host:port) when given; otherwise the cluster of
+    RAY_ADDRESS (set by `ray job submit`) or one already running here, else a new Ray on this machine
+    (stopped when this process ends). Raises ClusterError naming the address."""
     ray = import_ray()
     if ray.is_initialized():
         return ray
@@ -32,9 +32,8 @@ def connect(address: str | None) -> Any:
             return ray
         try:
             ray.init(address="auto", logging_level="WARNING", log_to_driver=False)
-        except ConnectionError:  # no Ray here yet: start one on loopback only
-            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
-                     log_to_driver=False)
+        except ConnectionError:  # no Ray here yet: start one for this process
+            ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "this machine"
         raise ClusterError(f"cannot join Ray at {where}: {exc} (is `ray start --head` running there? "

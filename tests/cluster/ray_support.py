@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,9 +22,9 @@ HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 
 
 def _ray_program() -> Path:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
         message = "ray is not installed: pip install -e '.[cluster]' (scripts/setup.sh installs .[dev])"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
@@ -37,7 +36,8 @@ def cluster_env() -> dict[str, str]:
     """The environment of the nodes and of the drivers the tests start: this checkout importable, no
     usage stats, no token (loopback only), a lost node noticed after about 6 s instead of 30, and this
     interpreter's bin first on PATH (as an activated venv has it: a `ray job submit` entrypoint `edgeport`)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=path, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
                RAY_DEDUP_LOGS="0", RAY_health_check_period_ms="2000", RAY_health_check_failure_threshold="3")
     env.pop("RAY_ADDRESS", None)
     return env
