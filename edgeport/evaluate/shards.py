@@ -84,26 +84,26 @@ class Evaluations:
         """Fan out every job's shards through map_fn; raises DatasetError for a split that cannot be read."""
         plan = []
         for detector, data in jobs:
-            count = len(load_dataset(data).images)
-            shards = [EvalShard(str(detector.path), str(data), start, min(start + self.shard_images, count),
-                                threads=self.threads) for start in range(0, count, self.shard_images)]
-            plan.append((detector, data, shards))
-        results = iter(list(self.map_fn(run_shard, [s for _, _, shards in plan for s in shards])))
-        for detector, data, shards in plan:
+            key = _key(detector, data)
+            dataset = load_dataset(key[1])
+            count = len(dataset.images)
+            shards = [EvalShard(key[0], key[1], start, min(start + self.shard_images, count), threads=self.threads)
+                      for start in range(0, count, self.shard_images)]
+            plan.append((detector, key, dataset.names, shards))
+        results = iter(list(self.map_fn(run_shard, [s for *_, shards in plan for s in shards])))
+        for detector, key, names, shards in plan:
             parts = [next(results) for _ in shards]
             failed = next((p.error for p in parts if p.error), None)
             if failed:
-                self._done[(str(detector.path), str(data))] = _error(failed)
+                self._done[key] = _error(failed)
                 continue
             images = [image for part in parts for image in part.images]
             seconds = sum(p.seconds for p in parts)
-            names = load_dataset(data).names
-            result = score(detector, names, images, rate=len(images) / seconds if seconds else 0.0)
-            self._done[(str(detector.path), str(data))] = (result, images)
+            self._done[key] = (score(detector, names, images, rate=len(images) / seconds if seconds else 0.0), images)
 
     def get(self, detector: Detector, data: str | Path) -> tuple[EvalResult, list[ImageEval]]:
         """The computed (result, per-image evals) of `detector` on `data`; raises its stored error."""
-        done = self._done.get((str(detector.path), str(data)))
+        done = self._done.get(_key(detector, data))
         if done is None:
             from edgeport.evaluate import evaluate_with_predictions
 
@@ -111,3 +111,8 @@ class Evaluations:
         if isinstance(done, EdgeportError):
             raise done
         return done
+
+
+def _key(detector: Detector, data: str | Path) -> tuple[str, str]:
+    """Absolute paths: a task may run in another working directory, or on another node."""
+    return str(Path(detector.path).resolve()), str(Path(data).resolve())
