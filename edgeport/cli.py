@@ -259,9 +259,10 @@ def _run_report(directory: Path, data: Path, args: argparse.Namespace, command: 
 
     map_fn = None
     if getattr(args, "ray", None) is not None:  # the evaluations as Ray tasks (edgeport[cluster])
+        from edgeport.cluster.session import check_address
         from edgeport.cluster.tasks import ray_map
 
-        map_fn = ray_map(None if args.ray == "local" else args.ray)
+        map_fn = ray_map(None if args.ray == "local" else check_address(args.ray))
     report = build_report(directory, data, baseline=getattr(args, "baseline", None), max_drop=args.max_drop,
                           images=args.images, threads=args.threads, robustness=args.robustness,
                           cache_dir=args.cache_dir, command=command, map_fn=map_fn)

@@ -21,8 +21,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     engine, extra = None, {"ray": None}
     if args.ray is not None:
         from edgeport.cluster.analyze import ray_engine
+        from edgeport.cluster.session import check_address
 
-        address = None if args.ray == LOCAL else args.ray
+        address = None if args.ray == LOCAL else check_address(args.ray)
         engine, extra = ray_engine(address, block_batches=args.block_batches), {"ray": address or "local"}
     rows = analyze(args.sources, args.out, options, engine=engine, extra=extra)
     for row in rows:

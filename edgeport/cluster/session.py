@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from edgeport.errors import ClusterError, MissingDependencyError
+from edgeport.errors import ClusterError, ConfigError, MissingDependencyError
 
 
 def import_ray() -> Any:
@@ -16,6 +17,15 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("ray[data]", "cluster") from exc
     return ray
+
+
+def check_address(address: str | None) -> str | None:
+    """`address` when it names a cluster (host:port, ray://host:port or auto); raises ConfigError otherwise
+    (typically a SOURCE taken as the value of a bare `--ray` written before the sources)."""
+    if address is None or address == "auto" or ":" in address and not Path(address).exists():
+        return address
+    raise ConfigError(f"--ray {address}: not a Ray address (host:port); write --ray after the sources, or "
+                      "--ray=HOST:PORT")
 
 
 def connect(address: str | None) -> Any:
