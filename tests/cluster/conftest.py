@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,3 +20,4 @@ def ray_cluster():
         yield cluster.start()
     finally:
         cluster.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
