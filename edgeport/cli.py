@@ -1,4 +1,4 @@
-"""The `edgeport` command: quickstart, convert, report, evaluate, detect.
+"""The `edgeport` command: quickstart, convert, report, evaluate, detect, analyze.
 
 Every EdgeportError becomes one line on stderr and exit status 2.
 """
@@ -233,14 +233,23 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return _run_report(args.out, data, args, command="edgeport quickstart")
 
 
+RAY_SHARDS = 4  # image shards per evaluation on Ray: tasks to spread over the nodes
+
+
 def _run_report(directory: Path, data: Path, args: argparse.Namespace, command: str) -> int:
     from edgeport.report import build_report
     from edgeport.report.model import rows_from_file
 
     extra = [row for path in getattr(args, "rows", None) or [] for row in rows_from_file(path)]
+    map_fn, shards = None, 1
+    if getattr(args, "ray", None) is not None:  # the evaluations as Ray tasks (edgeport[cluster])
+        from edgeport.cluster.session import check_address
+        from edgeport.cluster.tasks import ray_map
+
+        map_fn, shards = ray_map(None if args.ray == "local" else check_address(args.ray)), RAY_SHARDS
     report = build_report(directory, data, baseline=getattr(args, "baseline", None), max_drop=args.max_drop,
                           images=args.images, threads=args.threads, robustness=args.robustness,
-                          cache_dir=args.cache_dir, command=command, extra_rows=extra)
+                          cache_dir=args.cache_dir, command=command, extra_rows=extra, map_fn=map_fn, shards=shards)
     return _finish_report(report, args.max_drop)
 
 
@@ -307,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=Path, action="append", default=None, metavar="FILE",
                    help="add rows measured on another machine (a report.json, or a JSON list of rows, each "
                    "saying where in measured_on), e.g. an arm64 Raspberry Pi; repeatable")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the evaluations (artifact x perturbation x image shard) as Ray tasks: no value starts "
+                   "or joins a Ray on this machine; ADDRESS (host:port) joins that cluster")
     _add_report_options(p)
     p.set_defaults(func=cmd_report)
 
@@ -407,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgeport.daemon.cli import add_parsers as add_daemon_parsers
 
     add_daemon_parsers(sub, _add_runtime_options)
+    from edgeport.analyze.cli import add_parser as add_analyze_parser
+
+    add_analyze_parser(sub)
     _add_jetson_parser(sub)
     return parser
 

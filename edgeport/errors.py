@@ -94,3 +94,11 @@ class ConversionError(EdgeportError):
 
 class ConfigError(EdgeportError):
     """A configuration key or value is wrong; the message names the key."""
+
+
+class SourceError(EdgeportError):
+    """An `edgeport analyze` source cannot be read (missing, not a video, an empty folder or list)."""
+
+
+class ClusterError(EdgeportError):
+    """Ray could not be reached or started at the given address, or a Ray job failed."""
