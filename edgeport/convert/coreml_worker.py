@@ -29,6 +29,9 @@ def _import_coremltools():
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     import coremltools as ct
 
+    from edgeport.convert.coreml_numpy_fix import install
+
+    install()  # coremltools 9.0's `int` of a 1-element constant fails under numpy >= 2.4 (attention blocks)
     return ct
 
 
