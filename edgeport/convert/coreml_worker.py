@@ -187,6 +187,23 @@ def _write_onnx_record(path: Path, record) -> None:
 
 # --- the job ------------------------------------------------------------------------------------
 
+NMS_ON_NMS_FREE = ("the head is NMS-free (one-to-one), so the pipeline's NonMaximumSuppression only drops a "
+                   "same-class box overlapping a better one above the IoU threshold, which such a head rarely "
+                   "emits; it is kept because Vision returns labelled VNRecognizedObjectObservations only "
+                   "from a model ending in NonMaximumSuppression")
+
+
+def head_provenance(branch: str, reg_max: int) -> dict[str, Any]:
+    """What the package's coordinates/confidence are computed from, for the record."""
+    from edgeport.convert.coreml_torch import ONE_TO_ONE
+
+    boxes = ("box distances used as given (no DFL, reg_max 1)" if reg_max == 1
+             else f"box distances as the expectation over {reg_max} DFL bins")
+    return {"branch": branch, "reg_max": reg_max, "nms_free": branch == ONE_TO_ONE,
+            "decoded": f"the head's {branch} branch{' (NMS-free)' if branch == ONE_TO_ONE else ''}: {boxes}, "
+                       "boxes = anchor -+ distance x stride, sigmoid class scores"}
+
+
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Write the package(s) and the proxy a job asks for; return what was written."""
@@ -206,7 +223,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     precision = job["precision"]
     out, proxy_path = Path(job["out"]), Path(job["proxy"])
     body, decode, names, size = load_detector(Path(job["source"]), job.get("imgsz"))
-    provenance = {**job["provenance"], "tools": {**job["provenance"].get("tools", {}), "coremltools": ct.__version__}}
+    provenance = {**job["provenance"], "tools": {**job["provenance"].get("tools", {}), "coremltools": ct.__version__},
+                  "head": head_provenance(body.branch, decode.reg_max)}
+    say(f"coreml: the package decodes {provenance['head']['decoded']}")
     fake_quant = None
     if precision == "w8a8":
         frames = np.load(job["calibration"])["frames"]
@@ -234,7 +253,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         pipeline = _nms_pipeline(ct, model, list(names), job["nms"]["iou"], job["nms"]["conf"])
         proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + "; NMS by edgeport's runtime, "
                  "not the pipeline's NonMaximumSuppression"}
-        nms_record = package_record(names, size, anchors, precision, {**provenance, "proxy": proxy}, nms=job["nms"])
+        nms_prov = {**provenance, "proxy": proxy}
+        if provenance["head"]["nms_free"]:
+            nms_prov["nms_note"] = NMS_ON_NMS_FREE
+            say(f"coreml: --nms on an NMS-free head: {NMS_ON_NMS_FREE}")
+        nms_record = package_record(names, size, anchors, precision, nms_prov, nms=job["nms"])
         _set_metadata(pipeline, nms_record.to_json(), list(names),
                       f"{Path(job['source']).stem} detector with NMS ({precision}), edgeport")
         pipeline.save(str(nms_out))
