@@ -116,7 +116,8 @@ def test_yolo26n_proxy_decodes_the_one_to_one_head_as_ultralytics_does(yolo26n_c
     error = np.abs(xyxy - reference[:4].T)
     assert np.ptp(reference[:4]) > 100 and np.ptp(size) > 10  # boxes vary: the check can fail
     assert np.percentile(error, 50) < 0.1 and np.percentile(error, 99) < 3.0, error.max()
-    assert np.abs(out["confidence"][0] - reference[4:].T).max() < 5e-3
+    score_error = np.abs(out["confidence"][0] - reference[4:].T)
+    assert np.median(score_error) < 1e-3 and score_error.max() < 0.02
 
 
 def test_yolo11n_int8_weights_converts_and_reports_its_proxy_drop(tmp_path, val16_data):
