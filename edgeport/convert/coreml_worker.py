@@ -205,6 +205,29 @@ def head_provenance(branch: str, reg_max: int) -> dict[str, Any]:
 
 
 
+def _write_nms_pipeline(ct, model, job: dict[str, Any], out: Path, names, size: int, anchors: int,
+                        provenance: dict[str, Any]) -> list[str]:
+    """Write <package>_nms.mlpackage (model -> NonMaximumSuppression) and its sidecar; return both paths."""
+    from edgeport.artifact import write_sidecar
+    from edgeport.convert.coreml_target import package_record
+
+    precision = job["precision"]
+    nms_out = out.with_name(out.name.replace(".mlpackage", "_nms.mlpackage"))
+    pipeline = _nms_pipeline(ct, model, list(names), job["nms"]["iou"], job["nms"]["conf"])
+    proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + "; NMS by edgeport's runtime, "
+             "not the pipeline's NonMaximumSuppression"}
+    nms_prov = {**provenance, "proxy": proxy}
+    if provenance["head"]["nms_free"]:
+        nms_prov["nms_note"] = NMS_ON_NMS_FREE
+        say(f"coreml: --nms on an NMS-free head: {NMS_ON_NMS_FREE}")
+    nms_record = package_record(names, size, anchors, precision, nms_prov, nms=job["nms"])
+    _set_metadata(pipeline, nms_record.to_json(), list(names),
+                  f"{Path(job['source']).stem} detector with NMS ({precision}), edgeport")
+    pipeline.save(str(nms_out))
+    say(f"coreml: wrote {nms_out} (pipeline: model -> NonMaximumSuppression, for Vision)")
+    return [str(nms_out), str(write_sidecar(nms_out, nms_record))]
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Write the package(s) and the proxy a job asks for; return what was written."""
     import torch
@@ -239,8 +262,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         say(f"coreml: compressing weights ({'int8 per-channel linear' if precision == 'int8w' else '6-bit palette'})")
         model = _compress(ct, model, precision)
     anchors = int(decode.scales.shape[0])
-    provenance.update({"minimum_deployment_target": target.name,
-                       "proxy": {"artifact": proxy_path.name, "label": PROXY_LABELS[precision]}})
+    label = PROXY_LABELS[precision] + ("; the same one-to-one (NMS-free) head and decode as the package"
+                                       if provenance["head"]["nms_free"] else "")
+    provenance.update({"minimum_deployment_target": target.name, "proxy": {"artifact": proxy_path.name,
+                                                                            "label": label}})
     record = package_record(names, size, anchors, precision, provenance)
     _set_metadata(model, record.to_json(), list(names), f"{Path(job['source']).stem} detector ({precision}), edgeport")
     model.save(str(out))
@@ -249,20 +274,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     written = {"artifact": str(out), "record": record.to_dict(), "extra_files": []}
 
     if job.get("nms"):
-        nms_out = out.with_name(out.name.replace(".mlpackage", "_nms.mlpackage"))
-        pipeline = _nms_pipeline(ct, model, list(names), job["nms"]["iou"], job["nms"]["conf"])
-        proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + "; NMS by edgeport's runtime, "
-                 "not the pipeline's NonMaximumSuppression"}
-        nms_prov = {**provenance, "proxy": proxy}
-        if provenance["head"]["nms_free"]:
-            nms_prov["nms_note"] = NMS_ON_NMS_FREE
-            say(f"coreml: --nms on an NMS-free head: {NMS_ON_NMS_FREE}")
-        nms_record = package_record(names, size, anchors, precision, nms_prov, nms=job["nms"])
-        _set_metadata(pipeline, nms_record.to_json(), list(names),
-                      f"{Path(job['source']).stem} detector with NMS ({precision}), edgeport")
-        pipeline.save(str(nms_out))
-        written["extra_files"] += [str(nms_out), str(write_sidecar(nms_out, nms_record))]
-        say(f"coreml: wrote {nms_out} (pipeline: model -> NonMaximumSuppression, for Vision)")
+        written["extra_files"] += _write_nms_pipeline(ct, model, job, out, names, size, anchors, provenance)
 
     say(f"coreml: writing the proxy {proxy_path.name} ({PROXY_LABELS[precision]})")
     if fake_quant is not None:

@@ -76,6 +76,7 @@ def test_yolo26n_package_is_read_back_like_yolov8n(yolo26n_coreml):
     for record in (embedded, read_sidecar(artifact.path)):
         assert record.provenance["head"]["branch"] == "one-to-one" and record.provenance["head"]["reg_max"] == 1
         assert record.provenance["head"]["nms_free"] and "no DFL" in record.provenance["head"]["decoded"]
+        assert "same one-to-one (NMS-free) head" in record.provenance["proxy"]["label"]  # the proxy says so
     assert info["weights"] == {"const:float16": info["ops"]["conv"]}
 
 
