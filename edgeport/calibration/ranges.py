@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MIN_SPAN = 1e-4  # narrowest range a fallback gets: int8 steps stay normal float32 numbers
+MIN_SPAN = 1e-12  # narrowest range a fallback gets: never a zero scale, int8 steps stay normal float32 numbers
 
 
 def finite_values(values: np.ndarray) -> tuple[np.ndarray, int]:

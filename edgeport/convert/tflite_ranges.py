@@ -56,7 +56,7 @@ def percentile_ranges(float_path: Path, calibration, names: set[str], percentile
         lo = float(np.mean(low[name])) if low[name] else None
         hi = float(np.mean(high[name])) if high[name] else None
         if lo is not None and max(hi, 0.0) - min(lo, 0.0) < MIN_SPAN:
-            fallbacks.observe(name, np.array([lo, hi], np.float32), "constant or near-constant")
+            fallbacks.observe(name, np.array([lo, hi], np.float32), "all values 0 (a dead tensor)")
         if name in fallbacks.reasons:
             lo, hi = safe_range(lo, hi)
         ranges[name] = {"min": np.array(min(lo, 0.0), np.float32), "max": np.array(max(hi, 0.0), np.float32)}

@@ -30,4 +30,4 @@ def test_each_fallback_is_named_with_its_reason_and_range():
     assert fallbacks.ranges()["nan"] == (0.0, 3.0)
     lines = fallbacks.provenance()
     assert lines["nan"] == "NaN or inf values (values 1..3, 2 NaN/inf ignored): fallback range 0..3"
-    assert lines["empty"].startswith("no values (no finite values): fallback range -5e-05..5e-05")
+    assert lines["empty"].startswith("no values (no finite values): fallback range -5e-13..5e-13")
