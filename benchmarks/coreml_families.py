@@ -47,6 +47,7 @@ def ultralytics_decode(source: Path, image: np.ndarray, one_to_one: bool) -> np.
     net = YOLO(str(source)).model.float().eval()
     head = net.model[-1]
     head.end2end = one_to_one
+    head.xyxy = True  # the one-to-many decode is centre/size otherwise
     with torch.no_grad():
         _, raw = net(torch.from_numpy(image))
     branch = raw["one2one"] if one_to_one else raw.get("one2many", raw)
