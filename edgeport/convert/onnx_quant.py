@@ -139,13 +139,8 @@ def _guarded_collector(calibrator, fallbacks):
                 values = np.concatenate([np.asarray(a).ravel() for a in arrays]) if isinstance(arrays, list) \
                     else np.asarray(arrays).ravel()
                 finite, dropped = finite_values(values)
-                if dropped:
-                    fallbacks.observe(name, values, "NaN or inf values")
-                if name in fallbacks.reasons:
-                    fallbacks.observe(name, values)
-                    continue
-                if finite.size == 0:
-                    fallbacks.observe(name, values, "no values")
+                if dropped or finite.size == 0 or name in fallbacks.reasons:
+                    fallbacks.observe(name, values, "NaN or inf values" if dropped else "no values")
                     continue
                 try:
                     super().collect({name: finite})

@@ -202,3 +202,26 @@ def test_int8_calibration_survives_degenerate_tensors(tmp_path, val_images):
     calibration = build_calibration_set(folder, imgsz=160, n=4, progress=False)
     _, _, trt_fallbacks = onnx_quant.quantize_int8(model, calibration, onnx_quant.TENSORRT, "percentile")
     assert trt_fallbacks and all(": fallback range -" in line for line in trt_fallbacks.values())  # symmetric
+
+
+def test_histogram_collector_sets_aside_each_degenerate_tensor_and_calibrates_the_rest():
+    """NaN, empty and near-constant tensors (a few float32 steps apart) go to the fallbacks; the
+    rest get onnxruntime's own histogram."""
+    from types import SimpleNamespace
+
+    from edgeport.calibration.ranges import Fallbacks
+    from edgeport.convert.onnx_quant import _guarded_collector
+
+    calibrator = SimpleNamespace(method="percentile", symmetric=True, num_bins=2048, num_quantized_bins=128,
+                                 percentile=99.999, scenario="same")
+    fallbacks = Fallbacks(symmetric=True)
+    collector = _guarded_collector(calibrator, fallbacks)
+    near_constant = np.float32(0.5) + np.float32(3e-8) * np.arange(4, dtype=np.float32)
+    collector.collect({"fine": [np.random.default_rng(0).normal(size=(1, 4, 8, 8)).astype(np.float32)],
+                       "near": [near_constant[None]], "nan": [np.array([1, np.nan, 2], np.float32)],
+                       "empty": [np.zeros((1, 0), np.float32)]})
+    assert list(collector.histogram_dict) == ["fine"]
+    lines = fallbacks.provenance()
+    assert lines["near"] == "range too narrow for 2048 histogram bins (values 0.5..0.5): fallback range -0.5..0.5"
+    assert lines["nan"] == "NaN or inf values (values 1..2, 1 NaN/inf ignored): fallback range -2..2"
+    assert lines["empty"].startswith("no values")
