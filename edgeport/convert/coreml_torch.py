@@ -15,14 +15,32 @@ import torch
 from edgeport.errors import UnsupportedModelError
 
 
+ONE_TO_ONE, ONE_TO_MANY = "one-to-one", "one-to-many"
+
+
+def head_branch(head) -> tuple[torch.nn.ModuleList, torch.nn.ModuleList, str]:
+    """(box convs, class convs, branch) per level of an Ultralytics Detect head: its one-to-one
+    (NMS-free) branch when it has one (YOLOv10, YOLO26), else its one-to-many branch.
+
+    The graph walking here is deliberately small (one head, two branches) so that a shared model
+    walker can replace it. Raises UnsupportedModelError for a head that is not YOLOv8-style.
+    """
+    if not hasattr(head, "cv2") or not hasattr(head, "reg_max"):
+        raise UnsupportedModelError(f"the last layer is {type(head).__name__}, not a YOLOv8-style Detect head")
+    if getattr(head, "one2one_cv2", None) is not None:
+        return head.one2one_cv2, head.one2one_cv3, ONE_TO_ONE
+    if head.cv2 is None:
+        raise UnsupportedModelError(f"{type(head).__name__}: neither head branch is left (cv2 and one2one_cv2 "
+                                    "were both removed)")
+    return head.cv2, head.cv3, ONE_TO_MANY
+
+
 class Body(torch.nn.Module):
     """NCHW float image 0..1 -> (box logits, class logits) per level, NCHW; traceable by torch.fx."""
 
     def __init__(self, detection_model) -> None:
         super().__init__()
-        head = detection_model.model[-1]
-        if not hasattr(head, "cv2") or not hasattr(head, "reg_max"):
-            raise UnsupportedModelError(f"the last layer is {type(head).__name__}, not a YOLOv8-style Detect head")
+        self.box_convs, self.class_convs, self.branch = head_branch(detection_model.model[-1])
         self.layers = detection_model.model
         self.save = list(detection_model.save)
 
@@ -37,15 +55,17 @@ class Body(torch.nn.Module):
         outputs = []
         for level, j in enumerate(head.f):
             feat = x if j == -1 else saved[j]
-            outputs.append(head.cv2[level](feat))
-            outputs.append(head.cv3[level](feat))
+            outputs.append(self.box_convs[level](feat))
+            outputs.append(self.class_convs[level](feat))
         return tuple(outputs)
 
 
 class VisionDecode(torch.nn.Module):
     """Per-level logits -> coordinates (N, 4) normalized xywh, confidence (N, nc) sigmoid scores.
 
-    Everything is normalized before the arithmetic, so fp16 compute keeps about 0.15 px at 320.
+    Box logits are a distribution over `reg_max` bins per side (DFL), or with reg_max 1 the side
+    distances themselves. Everything is normalized before the arithmetic, so fp16 compute keeps
+    about 0.15 px at 320.
     """
 
     def __init__(self, size: int, strides: list[int], reg_max: int) -> None:
@@ -64,7 +84,10 @@ class VisionDecode(torch.nn.Module):
     def forward(self, *levels):
         boxes = torch.cat([b.flatten(2) for b in levels[0::2]], 2)[0]  # (4 * reg_max, N)
         classes = torch.cat([c.flatten(2) for c in levels[1::2]], 2)[0]  # (nc, N)
-        dist = (boxes.view(4, self.reg_max, -1).softmax(1) * self.bins).sum(1) * self.scales  # (4, N) ltrb
+        if self.reg_max == 1:  # no DFL (YOLO26): the head gives the distances themselves, in strides
+            dist = boxes * self.scales  # (4, N) ltrb
+        else:
+            dist = (boxes.view(4, self.reg_max, -1).softmax(1) * self.bins).sum(1) * self.scales  # (4, N) ltrb
         left_top, right_bottom = dist[:2], dist[2:]
         centre = self.centres + (right_bottom - left_top) / 2
         size = left_top + right_bottom
@@ -108,7 +131,11 @@ def load_detector(source: Path, imgsz: int | None):
         raise UnsupportedModelError(f"{source}: task {yolo.task!r} is not supported; only detection models")
     size = int(imgsz or yolo.model.args.get("imgsz", 640))
     names = tuple(str(yolo.names[i]) for i in sorted(yolo.names))
-    net = yolo.model.float().eval().fuse(verbose=False)
+    net = yolo.model.float().eval()
+    head = net.model[-1]
+    if getattr(head, "one2one_cv2", None) is not None:
+        head.end2end = True  # fuse() then drops the one-to-many branch and keeps the NMS-free one
+    net = net.fuse(verbose=False)
     for module in net.modules():
         if isinstance(module, C2f):  # chunk() cannot be traced by torch.fx; split() computes the same
             module.forward = module.forward_split

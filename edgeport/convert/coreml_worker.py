@@ -29,6 +29,9 @@ def _import_coremltools():
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     import coremltools as ct
 
+    from edgeport.convert.coreml_numpy_fix import install
+
+    install()  # coremltools 9.0's `int` of a 1-element constant fails under numpy >= 2.4 (attention blocks)
     return ct
 
 
@@ -184,6 +187,46 @@ def _write_onnx_record(path: Path, record) -> None:
 
 # --- the job ------------------------------------------------------------------------------------
 
+NMS_ON_NMS_FREE = ("the head is NMS-free (one-to-one), so the pipeline's NonMaximumSuppression only drops a "
+                   "same-class box overlapping a better one above the IoU threshold, which such a head rarely "
+                   "emits; it is kept because Vision returns labelled VNRecognizedObjectObservations only "
+                   "from a model ending in NonMaximumSuppression")
+
+
+def head_provenance(branch: str, reg_max: int) -> dict[str, Any]:
+    """What the package's coordinates/confidence are computed from, for the record."""
+    from edgeport.convert.coreml_torch import ONE_TO_ONE
+
+    boxes = ("box distances used as given (no DFL, reg_max 1)" if reg_max == 1
+             else f"box distances as the expectation over {reg_max} DFL bins")
+    return {"branch": branch, "reg_max": reg_max, "nms_free": branch == ONE_TO_ONE,
+            "decoded": f"the head's {branch} branch{' (NMS-free)' if branch == ONE_TO_ONE else ''}: {boxes}, "
+                       "boxes = anchor -+ distance x stride, sigmoid class scores"}
+
+
+
+def _write_nms_pipeline(ct, model, job: dict[str, Any], out: Path, names, size: int, anchors: int,
+                        provenance: dict[str, Any]) -> list[str]:
+    """Write <package>_nms.mlpackage (model -> NonMaximumSuppression) and its sidecar; return both paths."""
+    from edgeport.artifact import write_sidecar
+    from edgeport.convert.coreml_target import package_record
+
+    precision = job["precision"]
+    nms_out = out.with_name(out.name.replace(".mlpackage", "_nms.mlpackage"))
+    pipeline = _nms_pipeline(ct, model, list(names), job["nms"]["iou"], job["nms"]["conf"])
+    proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + "; NMS by edgeport's runtime, "
+             "not the pipeline's NonMaximumSuppression"}
+    nms_prov = {**provenance, "proxy": proxy}
+    if provenance["head"]["nms_free"]:
+        nms_prov["nms_note"] = NMS_ON_NMS_FREE
+        say(f"coreml: --nms on an NMS-free head: {NMS_ON_NMS_FREE}")
+    nms_record = package_record(names, size, anchors, precision, nms_prov, nms=job["nms"])
+    _set_metadata(pipeline, nms_record.to_json(), list(names),
+                  f"{Path(job['source']).stem} detector with NMS ({precision}), edgeport")
+    pipeline.save(str(nms_out))
+    say(f"coreml: wrote {nms_out} (pipeline: model -> NonMaximumSuppression, for Vision)")
+    return [str(nms_out), str(write_sidecar(nms_out, nms_record))]
+
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Write the package(s) and the proxy a job asks for; return what was written."""
@@ -203,7 +246,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     precision = job["precision"]
     out, proxy_path = Path(job["out"]), Path(job["proxy"])
     body, decode, names, size = load_detector(Path(job["source"]), job.get("imgsz"))
-    provenance = {**job["provenance"], "tools": {**job["provenance"].get("tools", {}), "coremltools": ct.__version__}}
+    provenance = {**job["provenance"], "tools": {**job["provenance"].get("tools", {}), "coremltools": ct.__version__},
+                  "head": head_provenance(body.branch, decode.reg_max)}
+    say(f"coreml: the package decodes {provenance['head']['decoded']}")
     fake_quant = None
     if precision == "w8a8":
         frames = np.load(job["calibration"])["frames"]
@@ -217,8 +262,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         say(f"coreml: compressing weights ({'int8 per-channel linear' if precision == 'int8w' else '6-bit palette'})")
         model = _compress(ct, model, precision)
     anchors = int(decode.scales.shape[0])
-    provenance.update({"minimum_deployment_target": target.name,
-                       "proxy": {"artifact": proxy_path.name, "label": PROXY_LABELS[precision]}})
+    label = PROXY_LABELS[precision] + ("; the same one-to-one (NMS-free) head and decode as the package"
+                                       if provenance["head"]["nms_free"] else "")
+    provenance.update({"minimum_deployment_target": target.name, "proxy": {"artifact": proxy_path.name,
+                                                                            "label": label}})
     record = package_record(names, size, anchors, precision, provenance)
     _set_metadata(model, record.to_json(), list(names), f"{Path(job['source']).stem} detector ({precision}), edgeport")
     model.save(str(out))
@@ -227,16 +274,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     written = {"artifact": str(out), "record": record.to_dict(), "extra_files": []}
 
     if job.get("nms"):
-        nms_out = out.with_name(out.name.replace(".mlpackage", "_nms.mlpackage"))
-        pipeline = _nms_pipeline(ct, model, list(names), job["nms"]["iou"], job["nms"]["conf"])
-        proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + "; NMS by edgeport's runtime, "
-                 "not the pipeline's NonMaximumSuppression"}
-        nms_record = package_record(names, size, anchors, precision, {**provenance, "proxy": proxy}, nms=job["nms"])
-        _set_metadata(pipeline, nms_record.to_json(), list(names),
-                      f"{Path(job['source']).stem} detector with NMS ({precision}), edgeport")
-        pipeline.save(str(nms_out))
-        written["extra_files"] += [str(nms_out), str(write_sidecar(nms_out, nms_record))]
-        say(f"coreml: wrote {nms_out} (pipeline: model -> NonMaximumSuppression, for Vision)")
+        written["extra_files"] += _write_nms_pipeline(ct, model, job, out, names, size, anchors, provenance)
 
     say(f"coreml: writing the proxy {proxy_path.name} ({PROXY_LABELS[precision]})")
     if fake_quant is not None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from edgeport.errors import ConversionError, UnsupportedModelError
 
 
@@ -123,13 +125,76 @@ class _Reader:
         return None if batch is None else {self._input: batch}
 
 
+def _guarded_collector(calibrator, fallbacks):
+    """A HistogramCollector for `calibrator` that gives a tensor numpy cannot histogram (no finite
+    values, or a range too narrow for its bins) to `fallbacks` instead of failing, and never feeds
+    NaN or inf to a histogram."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from edgeport.calibration.ranges import finite_values
+
+    class GuardedCollector(HistogramCollector):
+        def collect(self, name_to_arr):
+            for name, arrays in name_to_arr.items():
+                values = np.concatenate([np.asarray(a).ravel() for a in arrays]) if isinstance(arrays, list) \
+                    else np.asarray(arrays).ravel()
+                finite, dropped = finite_values(values)
+                if dropped or finite.size == 0 or name in fallbacks.reasons:
+                    fallbacks.observe(name, values, "NaN or inf values" if dropped else "no values")
+                    continue
+                try:
+                    super().collect({name: finite})
+                except ValueError:  # numpy: "Too many bins for data range" (a (near-)constant tensor)
+                    fallbacks.observe(name, values, f"range too narrow for {self.num_bins} histogram bins")
+
+    return GuardedCollector(method=calibrator.method, symmetric=calibrator.symmetric, num_bins=calibrator.num_bins,
+                            num_quantized_bins=calibrator.num_quantized_bins, percentile=calibrator.percentile,
+                            scenario=calibrator.scenario)
+
+
+def calibrate(float_path: Path, reader, method, op_types: list[str], work: Path):
+    """Calibrate every activation of the model at `float_path` with onnxruntime's `method`; a tensor
+    whose statistics are degenerate gets a safe range instead of failing the whole calibration.
+    Returns (TensorsData, Fallbacks)."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorData, create_calibrator
+
+    from edgeport.calibration.ranges import Fallbacks
+
+    calibrator = create_calibrator(float_path, op_types, augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=method)
+    # percentile's histogram is of absolute values: its ranges (and so the fallbacks) are symmetric
+    fallbacks = Fallbacks(symmetric=method == CalibrationMethod.Percentile and calibrator.symmetric)
+    if method != CalibrationMethod.MinMax:
+        calibrator.collector = _guarded_collector(calibrator, fallbacks)
+    calibrator.collect_data(reader)
+    tensors = calibrator.compute_data()
+    for name, data in list(tensors.items()):  # minmax (and any method) may still end with NaN or inf
+        low, high = data.range_value
+        if name not in fallbacks.reasons and not np.all(np.isfinite([low, high])):
+            fallbacks.observe(name, np.array([low, high], np.float32), "NaN or inf range")
+    for name, (low, high) in fallbacks.ranges().items():
+        tensors.data[name] = TensorData(lowest=np.array(low, np.float32), highest=np.array(high, np.float32))
+    return tensors, fallbacks
+
+
+def _op_types(profile: QuantProfile) -> list[str]:
+    """The op types quantize_static quantizes (and so calibrates) for `profile`."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return list(profile.op_types) if profile.op_types else sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
 def quantize_int8(model, calibration, profile: QuantProfile, method: str = "minmax"):
-    """Return the static int8 QDQ model calibrated on `calibration`, decode tail kept in float.
+    """Return (the static int8 QDQ model calibrated on `calibration`, decode tail kept in float;
+    the tail's node names; {tensor: what was wrong and the range it got} for every activation whose
+    calibration statistics were degenerate).
 
     `method`: minmax, percentile or entropy (onnxruntime's calibrators). Raises ConversionError.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
@@ -138,20 +203,22 @@ def quantize_int8(model, calibration, profile: QuantProfile, method: str = "minm
     tail = head_tail_nodes(model)
     activation = QuantType.QUInt8 if profile.activation == "uint8" else QuantType.QInt8
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx-int8-") as tmp:
-        float_path, out = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        float_path, out, ranges = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
         onnx.save(model, str(float_path))
         try:
             with _quiet():
-                quantize_static(str(float_path), str(out), _Reader(calibration, model.graph.input[0].name),
-                                quant_format=QuantFormat.QDQ,
+                tensors, fallbacks = calibrate(float_path, _Reader(calibration, model.graph.input[0].name),
+                                               methods[method], _op_types(profile), Path(tmp))
+                save_tensors_data(tensors, ranges)
+                quantize_static(str(float_path), str(out), None, quant_format=QuantFormat.QDQ,
                                 op_types_to_quantize=list(profile.op_types or []) or None,
                                 per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
                                 nodes_to_exclude=tail, calibrate_method=methods[method],
-                                extra_options=profile.extra_options())
+                                extra_options=profile.extra_options(), calibration_cache_path=ranges)
         except Exception as exc:
             raise ConversionError(f"onnx: int8 quantization failed: {str(exc).splitlines()[0]}") from exc
         quantized = onnx.load(str(out))
-    return quantized, tail
+    return quantized, tail, fallbacks.provenance()
 
 
 def qdq_summary(model) -> dict:

@@ -190,11 +190,14 @@ def reduced_precision(model, source: Path, options: ConvertOptions, target: str,
     say(describe_coverage(calibration))
     method = options.calibration_method or "percentile"
     say(f"{target}: quantizing to int8 QDQ ({profile.name} profile, {method} calibration on {len(calibration)} images)")
-    quantized, tail = onnx_quant.quantize_int8(model, calibration, profile, method)
+    quantized, tail, fallbacks = onnx_quant.quantize_int8(model, calibration, profile, method)
     prov = {**provenance(source, options.command, calibration.sha256),
             "calibration_method": f"{onnx_quant.METHOD_TEXT[method]} (onnxruntime)",
             "calibration_images": len(calibration), "io": "float32", "quantizer": profile.description,
-            "ops_left_in_float": tail, "qdq": onnx_quant.qdq_summary(quantized)}
+            "ops_left_in_float": tail, "qdq": onnx_quant.qdq_summary(quantized), "calibration_fallbacks": fallbacks}
+    if fallbacks:
+        say(f"{target}: {len(fallbacks)} tensors had degenerate calibration statistics and got a fallback range "
+            f"(named in the record): {', '.join(list(fallbacks)[:6])}")
     say(f"{target}: {len(tail)} decode-tail nodes kept in float (after the head's last convolutions)")
     return quantized, prov
 

@@ -12,10 +12,18 @@ PERCENTILE = 99.99
 SAMPLE_VALUES = 65536  # values per tensor and image used to estimate its percentiles
 
 
-def percentile_ranges(float_path: Path, calibration, names: set[str], percentile: float = PERCENTILE) -> dict:
-    """Mean over the calibration images of each tensor's (100 - p, p) percentiles, for `names`."""
+def percentile_ranges(float_path: Path, calibration, names: set[str], percentile: float = PERCENTILE,
+                      fallbacks=None) -> dict:
+    """Mean over the calibration images of each tensor's (100 - p, p) percentiles, for `names`.
+
+    NaN and inf values are left out; a tensor with no finite values, or whose range is narrower
+    than a usable int8 range, gets a safe range and is noted in `fallbacks` (a
+    edgeport.calibration.ranges.Fallbacks) when given.
+    """
+    from edgeport.calibration.ranges import MIN_SPAN, Fallbacks, finite_values, safe_range
     from edgeport.runtime.backends.litert import interpreter_class
 
+    fallbacks = fallbacks if fallbacks is not None else Fallbacks()
     interpreter_cls, _, _ = interpreter_class()
     interpreter = interpreter_cls(model_path=str(float_path), experimental_preserve_all_tensors=True, num_threads=2)
     interpreter.allocate_tensors()
@@ -23,29 +31,44 @@ def percentile_ranges(float_path: Path, calibration, names: set[str], percentile
     input_index = interpreter.get_input_details()[0]["index"]
     low = {d["name"]: [] for d in details}
     high = {d["name"]: [] for d in details}
+    seen: set[str] = set()
     for batch in calibration.batches("NHWC", "float32"):
         interpreter.set_tensor(input_index, batch)
         interpreter.invoke()
         for d in details:
             try:
-                values = interpreter.get_tensor(d["index"]).ravel()
+                raw = interpreter.get_tensor(d["index"])
             except ValueError:  # constants folded away or not kept
+                continue
+            seen.add(d["name"])
+            values, dropped = finite_values(raw)
+            if dropped or values.size == 0:
+                fallbacks.observe(d["name"], raw, "NaN or inf values" if dropped else "no values")
+            if values.size == 0:
                 continue
             if values.size > SAMPLE_VALUES:
                 values = values[:: values.size // SAMPLE_VALUES]
             lo, hi = np.percentile(values, (100 - percentile, percentile))
             low[d["name"]].append(lo)
             high[d["name"]].append(hi)
-    return {name: {"min": np.array(min(np.mean(low[name]), 0.0), np.float32),
-                   "max": np.array(max(np.mean(high[name]), 0.0), np.float32)}
-            for name in low if low[name]}
+    ranges = {}
+    for name in sorted(seen):
+        lo = float(np.mean(low[name])) if low[name] else None
+        hi = float(np.mean(high[name])) if high[name] else None
+        if lo is not None and max(hi, 0.0) - min(lo, 0.0) < MIN_SPAN:
+            fallbacks.observe(name, np.array([lo, hi], np.float32), "all values 0 (a dead tensor)")
+        if name in fallbacks.reasons:
+            lo, hi = safe_range(lo, hi)
+        ranges[name] = {"min": np.array(min(lo, 0.0), np.float32), "max": np.array(max(hi, 0.0), np.float32)}
+    return ranges
 
 
-def apply_method(stats: dict, float_path: Path, calibration, method: str) -> dict:
-    """Return the calibration stats for `method`; minmax leaves ai-edge-quantizer's own."""
+def apply_method(stats: dict, float_path: Path, calibration, method: str, fallbacks=None) -> dict:
+    """Return the calibration stats for `method`; minmax leaves ai-edge-quantizer's own. A
+    Fallbacks in `fallbacks` is told every tensor whose percentile statistics were degenerate."""
     if method == "minmax":
         return stats
     if method == "percentile":
         names = {n for n in stats if not n.startswith("serving_default_args_0")}
-        return {**stats, **percentile_ranges(float_path, calibration, names)}
+        return {**stats, **percentile_ranges(float_path, calibration, names, fallbacks=fallbacks)}
     raise ValueError(f"unknown calibration method {method!r}")

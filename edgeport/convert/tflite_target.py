@@ -227,8 +227,15 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
                 say(f"tflite: quantizing (int8, I/O {io}) with ai-edge-quantizer")
                 from edgeport.convert.tflite_ranges import apply_method
 
+                from edgeport.calibration.ranges import Fallbacks
+
+                fallbacks = Fallbacks()
                 stats = apply_method(calibration_stats(float_path, calibration), float_path, calibration,
-                                     options.calibration_method)
+                                     options.calibration_method, fallbacks)
+                prov["calibration_fallbacks"] = fallbacks.provenance()
+                if fallbacks.reasons:
+                    say(f"tflite: {len(fallbacks.reasons)} tensors had degenerate calibration statistics and got a "
+                        f"fallback range (named in the record): {', '.join(list(fallbacks.reasons)[:6])}")
                 qt = quantize_int8(float_path, out, io, stats)
                 if options.fallback and options.max_drop is not None:
                     from edgeport.convert.fallback import accuracy_fallback

@@ -167,3 +167,61 @@ def test_cli_int8_ends_with_both_accuracy_rows(sample_model, val16_data, tmp_pat
     rows = {row["precision"]: row for row in json.loads((tmp_path / "report.json").read_text())["rows"]}
     assert set(rows) == {"fp32", "int8"} and rows["int8"]["calibration"].startswith("percentile")
     assert rows["int8"]["drop_map50_95"] < 3 and rows["int8"]["size_bytes"] < rows["fp32"]["size_bytes"] / 3
+
+
+def test_int8_calibration_survives_degenerate_tensors(tmp_path, val_images):
+    """An untrained YOLO11n: many activations are (near-)constant, which onnxruntime's percentile
+    histogram refuses ("Too many bins for data range"). Each such tensor gets a fallback range named
+    in the record; the rest is calibrated by percentile; the model converts and runs."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from family_models import build_family
+
+    from edgeport.calibration import build_calibration_set
+    from edgeport.convert import onnx_quant
+    from edgeport.convert.onnx_target import float_model
+
+    source = build_family("yolo11n", tmp_path)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for image in val_images[:4]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    options = ConvertOptions(out_dir=tmp_path, precision="int8", imgsz=160, data=folder, calibration_images=4,
+                             calibration_method="percentile")
+    artifact = convert(source, "onnx", options)
+    fallbacks = artifact.record.provenance["calibration_fallbacks"]
+    assert fallbacks and all(": fallback range " in line for line in fallbacks.values())
+    assert any("range too narrow for 2048 histogram bins" in line for line in fallbacks.values())
+    assert set(fallbacks) <= {name for node in onnx.load(str(artifact.path)).graph.node for name in node.output}
+    outputs = Detector(artifact.path).infer(np.full((1, 3, 160, 160), 0.5, np.float32))
+    assert all(np.isfinite(v).all() for v in outputs.values())
+    # TensorRT's profile (int8 symmetric, Q/DQ on conv inputs) on the same float graph
+    model, _ = float_model(source, ConvertOptions(out_dir=tmp_path, imgsz=160))
+    calibration = build_calibration_set(folder, imgsz=160, n=4, progress=False)
+    _, _, trt_fallbacks = onnx_quant.quantize_int8(model, calibration, onnx_quant.TENSORRT, "percentile")
+    assert trt_fallbacks and all(": fallback range -" in line for line in trt_fallbacks.values())  # symmetric
+
+
+def test_histogram_collector_sets_aside_each_degenerate_tensor_and_calibrates_the_rest():
+    """NaN, empty and near-constant tensors (a few float32 steps apart) go to the fallbacks; the
+    rest get onnxruntime's own histogram."""
+    from types import SimpleNamespace
+
+    from edgeport.calibration.ranges import Fallbacks
+    from edgeport.convert.onnx_quant import _guarded_collector
+
+    calibrator = SimpleNamespace(method="percentile", symmetric=True, num_bins=2048, num_quantized_bins=128,
+                                 percentile=99.999, scenario="same")
+    fallbacks = Fallbacks(symmetric=True)
+    collector = _guarded_collector(calibrator, fallbacks)
+    near_constant = np.float32(0.5) + np.float32(3e-8) * np.arange(4, dtype=np.float32)
+    collector.collect({"fine": [np.random.default_rng(0).normal(size=(1, 4, 8, 8)).astype(np.float32)],
+                       "near": [near_constant[None]], "nan": [np.array([1, np.nan, 2], np.float32)],
+                       "empty": [np.zeros((1, 0), np.float32)]})
+    assert list(collector.histogram_dict) == ["fine"]
+    lines = fallbacks.provenance()
+    assert lines["near"] == "range too narrow for 2048 histogram bins (values 0.5..0.5): fallback range -0.5..0.5"
+    assert lines["nan"] == "NaN or inf values (values 1..2, 1 NaN/inf ignored): fallback range -2..2"
+    assert lines["empty"].startswith("no values")
