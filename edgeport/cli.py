@@ -259,7 +259,7 @@ def _run_report(directory: Path, data: Path, args: argparse.Namespace, command: 
 
     report = build_report(directory, data, baseline=getattr(args, "baseline", None), max_drop=args.max_drop,
                           images=args.images, threads=args.threads, robustness=args.robustness,
-                          cache_dir=args.cache_dir, command=command)
+                          cache_dir=args.cache_dir, command=command, arm64=args.arm64)
     print(format_table([r for r in report.rows if r.status != "skipped"]))
     for row in report.rows:
         if row.status == "skipped":
@@ -284,6 +284,8 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
                         help="skip the perturbed-image evaluations")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep the perturbed image sets here and reuse them (default: a temporary folder)")
+    parser.add_argument("--arm64", action="store_true", help="also evaluate each TFLite and ONNX artifact inside an "
+                        "emulated Raspberry Pi (arm64 Debian 12 under qemu, scripts/pi-rootfs.sh; root; no latency)")
 
 
 def build_parser() -> argparse.ArgumentParser:

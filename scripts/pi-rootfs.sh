@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # An emulated Raspberry Pi: a Debian 12 (bookworm) arm64 root filesystem, the software of Raspberry Pi OS,
 # run through qemu-user-static. Builds and caches it, installs edgeport from this working tree with
-# binary wheels only, and runs commands inside. Needs root (or sudo) for debootstrap, mount and chroot.
+# binary wheels only, and runs commands inside. Needs root (re-runs itself with sudo -n when not root).
 #
 #   scripts/pi-rootfs.sh build                 debootstrap the rootfs and make /venv (cached; ~4-6 min once)
 #   scripts/pi-rootfs.sh install [EXTRAS]      build, then pip install this tree's edgeport[EXTRAS] into /venv
@@ -30,11 +30,10 @@ DEFAULT_EXTRAS=tflite,onnx,daemon
 say() { echo "pi-rootfs: $*" >&2; }
 die() { echo "pi-rootfs: error: $*" >&2; exit 1; }
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"
-  elif sudo -n true 2>/dev/null; then sudo "$@"
-  else die "needs root for debootstrap, mount and chroot: run it as root or with passwordless sudo"
-  fi
+as_root() {  # re-run this script as root (sudo -n) when it is not: debootstrap, mount and chroot need it
+  [ "$(id -u)" = 0 ] && return 0
+  sudo -n true 2>/dev/null || die "needs root for debootstrap, mount and chroot: run it as root or with passwordless sudo"
+  exec sudo -n EDGEPORT_PI_ROOTFS="$ROOT" EDGEPORT_PI_MIRROR="$MIRROR" CI="${CI:-}" bash "${BASH_SOURCE[0]}" "$@"
 }
 
 host_tools() {  # debootstrap, qemu-user-static and binfmt support on the host; aarch64 binaries runnable
@@ -45,14 +44,14 @@ host_tools() {  # debootstrap, qemu-user-static and binfmt support on the host; 
   if [ ${#need[@]} -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 || die "install ${need[*]} (Debian/Ubuntu package names) first"
     say "installing ${need[*]}"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
   if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
-    as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   fi
   if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
-    as_root update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
   fi
   [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "qemu-aarch64 is not registered with binfmt_misc \
 (try: update-binfmts --enable qemu-aarch64)"
@@ -66,7 +65,7 @@ remove_tree() {  # never crosses into a mount (a /proc or /dev left behind by a 
   if grep -q " $(realpath "$dir")/" /proc/mounts; then
     awk -v d="$(realpath "$dir")/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l || true
   fi
-  as_root rm -rf --one-file-system "$dir"
+  rm -rf --one-file-system "$dir"
 }
 
 pip_conf() {  # the host's pip settings that work inside: https indexes, constraints, CA bundle, timeout
@@ -114,7 +113,7 @@ build() {
   remove_tree "$ROOT"
   say "debootstrap $SUITE arm64 into $ROOT (emulated: several minutes)"
   # its own mount namespace: what debootstrap mounts inside dies with it, even when it is killed
-  as_root unshare --mount --propagation private debootstrap --arch=arm64 --variant=minbase \
+  unshare --mount --propagation private debootstrap --arch=arm64 --variant=minbase \
     --include=python3,python3-venv,ca-certificates "$SUITE" "$ROOT" "$MIRROR" \
     > "$ROOT.debootstrap.log" 2>&1 || { tail -20 "$ROOT.debootstrap.log" >&2; die "debootstrap failed (log: $ROOT.debootstrap.log)"; }
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
@@ -176,7 +175,7 @@ inside() {
   for name in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY TERM CI; do
     [ -z "${!name:-}" ] || keep+=("$name=${!name}")
   done
-  as_root unshare --mount --propagation private bash -c "$setup"'; exec chroot "$0" /usr/bin/env -i "$@"' \
+  unshare --mount --propagation private bash -c "$setup"'; exec chroot "$0" /usr/bin/env -i "$@"' \
     "$ROOT" ${keep[@]+"${keep[@]}"} HOME=/root LANG=C.UTF-8 PATH=/venv/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 /bin/sh -c 'cd "$0" && exec "$@"' "$workdir" "$@"
 }
@@ -219,17 +218,24 @@ size() {  # each extra set in a fresh venv; the empty venv's size is subtracted
   rm -rf "$ROOT/tmp/size-venv"
 }
 
-command=${1:-}
-[ $# -gt 0 ] && shift
-case "$command" in
-  build) build ;;
-  install) install "$@" ;;
-  run) run "$@" ;;
-  size) size ;;
-  path) echo "$ROOT" ;;
-  status) if is_built && [ -f "$ROOT/$INSTALLED_STAMP" ]; then echo "ready: $ROOT"; \
-          elif is_built; then echo "built, edgeport not installed: $ROOT"; exit 2; \
-          else echo "absent or incomplete: $ROOT"; exit 1; fi ;;
-  clean) remove_tree "$ROOT"; rm -f "$ROOT.lock" "$ROOT.debootstrap.log" ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$command" ] || exit 2 ;;
-esac
+main() {
+  local command=${1:-}
+  [ $# -gt 0 ] && shift
+  case "$command" in
+    build|install|run|size|clean) as_root "$command" "$@" ;;
+  esac
+  case "$command" in
+    build) build ;;
+    install) install "$@" ;;
+    run) run "$@" ;;
+    size) size ;;
+    path) echo "$ROOT" ;;
+    status) if is_built && [ -f "$ROOT/$INSTALLED_STAMP" ]; then echo "ready: $ROOT"
+            elif is_built; then echo "built, edgeport not installed: $ROOT"; return 2
+            else echo "absent or incomplete: $ROOT"; return 1; fi ;;
+    clean) remove_tree "$ROOT"; rm -f "$ROOT.lock" "$ROOT.debootstrap.log" ;;
+    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$command" ] || return 2 ;;
+  esac
+}
+
+main "$@"; exit $?  # one line: an edit of this file never reaches a run in progress

@@ -210,11 +210,13 @@ def _robustness(measured: list[tuple[Found, ReportRow]], dataset: Dataset, work:
 def build_report(directory: str | Path, data: str | Path, *, baseline: str | Path | None = None,
                  max_drop: float | None = None, images: int | None = None, threads: int | None = None,
                  robustness: bool = True, cache_dir: str | Path | None = None, latency_runs: int = 30,
-                 progress: bool = True, say: Callable[[str], None] = _stderr, command: str = "") -> Report:
+                 progress: bool = True, say: Callable[[str], None] = _stderr, command: str = "",
+                 arm64: bool = False) -> Report:
     """Evaluate every artifact in `directory` on `data` (a DATA.yaml), write report.md/.html/.json there.
 
     `images` limits the val split to that many images spread over it; `cache_dir` keeps the
-    perturbed sets for the next run (default: a temporary folder). Raises ConfigError (no folder,
+    perturbed sets for the next run (default: a temporary folder); `arm64` adds rows measured inside the
+    emulated Raspberry Pi (report/arm64.py). Raises ConfigError (no folder,
     no baseline) and DatasetError; a file that cannot be used becomes a skipped row.
     """
     from edgeport.report.render import write_all
@@ -273,6 +275,10 @@ def build_report(directory: str | Path, data: str | Path, *, baseline: str | Pat
         if robustness:
             perturbations = _robustness(measured, dataset, work, source_pt, why_no_source,
                                         base_found.detector.imgsz, progress, say)
+        if arm64:  # TFLite and ONNX rows measured inside the emulated Raspberry Pi, no latency
+            from edgeport.report.arm64 import arm64_rows
+
+            rows += arm64_rows(measured, predictions, base, data_yaml, work, progress, say)
         for row in rows:
             row.over_budget = max_drop is not None and row.drop_map50_95 is not None and row.drop_map50_95 > max_drop
         report = Report(directory=directory, data=str(data), images=len(dataset.images), rows=rows,
