@@ -221,8 +221,8 @@ def _evaluate_one(artifact: Path, data: Path, progress: bool) -> dict[str, Any]:
     from edgeport.evaluate.dataset import load_dataset
 
     result, images = evaluate_with_predictions(artifact, data, progress=progress)
-    return {**result.to_dict(), "classes": len(load_dataset(data).names), "interpreter": _interpreter(result.backend), "machine": platform.machine(),
-            "python": ".".join(platform.python_version_tuple()[:2]), "debian": _debian(),
+    return {**result.to_dict(), "classes": len(load_dataset(data).names), "interpreter": _interpreter(result.backend),
+            "machine": platform.machine(), "python": ".".join(platform.python_version_tuple()[:2]), "debian": _debian(),
             "predictions": [{"gt_xyxy": i.gt_xyxy.tolist(), "gt_class": i.gt_class.tolist(),
                              "pred_xyxy": i.pred_xyxy.tolist(), "pred_score": i.pred_score.tolist(),
                              "pred_class": i.pred_class.tolist()} for i in images]}
