@@ -138,6 +138,9 @@ install() {
     return 0
   fi
   exec 9>"$ROOT.lock"; flock 9
+  if [ -f "$ROOT/$INSTALLED_STAMP" ] && [ "$(cat "$ROOT/$INSTALLED_STAMP")" = "$digest" ]; then
+    return 0  # installed by another run while this one waited for the lock
+  fi
   say "installing edgeport[$extras] from $PROJECT (binary wheels only)"
   rm -rf "$ROOT/tmp/edgeport-src" "$ROOT/tmp/edgeport-wheel" "$ROOT/$INSTALLED_STAMP"
   mkdir -p "$ROOT/tmp/edgeport-src"
