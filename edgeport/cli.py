@@ -249,7 +249,8 @@ def _run_report(directory: Path, data: Path, args: argparse.Namespace, command: 
         map_fn, shards = ray_map(None if args.ray == "local" else check_address(args.ray)), RAY_SHARDS
     report = build_report(directory, data, baseline=getattr(args, "baseline", None), max_drop=args.max_drop,
                           images=args.images, threads=args.threads, robustness=args.robustness,
-                          cache_dir=args.cache_dir, command=command, extra_rows=extra, map_fn=map_fn, shards=shards)
+                          cache_dir=args.cache_dir, command=command, extra_rows=extra, map_fn=map_fn, shards=shards,
+                          arm64=getattr(args, "arm64", False))
     return _finish_report(report, args.max_drop)
 
 
@@ -281,6 +282,8 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
                         help="skip the perturbed-image evaluations")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep the perturbed image sets here and reuse them (default: a temporary folder)")
+    parser.add_argument("--arm64", action="store_true", help="also evaluate each TFLite and ONNX artifact inside an "
+                        "emulated Raspberry Pi (arm64 Debian 12 under qemu, scripts/pi-rootfs.sh; root; no latency)")
 
 
 def build_parser() -> argparse.ArgumentParser:

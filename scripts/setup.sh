@@ -2,7 +2,7 @@
 # Set up everything the test suite needs on a fresh Debian machine, idempotently:
 #   system packages (mosquitto for the daemon's MQTT tests, chromium + chromedriver for the
 #   browser tests), npm packages (package-lock.json: playwright-core, onnxruntime-web),
-#   and the Python venv .venv with edgeport[dev].
+#   the Python venv .venv with edgeport[dev], and the emulated Raspberry Pi (scripts/pi-rootfs.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +27,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: pip install -e '.[dev]'"
 .venv/bin/pip install -q -e '.[dev]'
+
+# The emulated Raspberry Pi of the tests marked arm64: an arm64 Debian 12 rootfs (debootstrap + qemu-user-static,
+# about 5 minutes once, cached in ~/.cache/edgeport/pi-rootfs) with this tree's edgeport[tflite,onnx,daemon]
+# installed from wheels only. Needs root or passwordless sudo; EDGEPORT_SKIP_PI=1 leaves it out. Without it the
+# arm64 tests skip, and fail under CI=true.
+if [ "${EDGEPORT_SKIP_PI:-}" = 1 ]; then
+  echo "setup: EDGEPORT_SKIP_PI=1: no emulated Raspberry Pi"
+else
+  echo "setup: the emulated Raspberry Pi (scripts/pi-rootfs.sh install)"
+  scripts/pi-rootfs.sh install || echo "setup: no emulated Raspberry Pi (see above): the arm64 tests skip, or fail under CI" >&2
+fi

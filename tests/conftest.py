@@ -11,7 +11,7 @@ import pytest
 
 from edgeport import sample
 
-pytest_plugins = ["daemon_support"]  # fixtures of the daemon tests: camera_video, broker
+pytest_plugins = ["daemon_support", "pi_support"]  # camera_video, broker; pi (the emulated Raspberry Pi)
 
 
 @pytest.fixture(scope="session")

@@ -116,13 +116,26 @@ def _gather(directory: Path, artifacts: Sequence[str | Path] | None, baseline: s
     return found, base_found, source_pt, why_no_source
 
 
+def _arm64_rows(found: list[Found], rows: list[ReportRow], predictions: dict[str, list], data_yaml: Path, work: Path,
+                progress: bool, say: Callable[[str], None]) -> list[ReportRow]:
+    """The rows measured inside the emulated Raspberry Pi (edgeport.report.arm64) of every measured row."""
+    from types import SimpleNamespace
+
+    from edgeport.report.arm64 import arm64_rows
+
+    base_row = next(r for r in rows if r.baseline)
+    base = SimpleNamespace(map50_95=base_row.map50_95, map50=base_row.map50, per_class=base_row.per_class)
+    measured = [(f, r) for f, r in zip(found, rows) if r.map50_95 is not None]  # measure_clean: one row per Found
+    return arm64_rows(measured, {Path(k): v for k, v in predictions.items()}, base, data_yaml, work, progress, say)
+
+
 def build_report(directory: str | Path, data: str | Path, *, artifacts: Sequence[str | Path] | None = None,
                  baseline: str | Path | None = None, max_drop: float | None = None, images: int | None = None,
                  threads: int | None = None, robustness: bool = True, examples: bool = True,
                  cache_dir: str | Path | None = None, latency_runs: int = 30, progress: bool = True,
                  say: Callable[[str], None] = _stderr, command: str = "", map_fn: MapFn | None = None,
                  shards: int = 1, extra_rows: Sequence[ReportRow] = (), keep_previous: bool = False,
-                 write: bool = True) -> Report:
+                 write: bool = True, arm64: bool = False) -> Report:
     """Evaluate artifacts on `data` (a DATA.yaml) against the float baseline; write report.md/.html/.json
     into `directory` (unless `write` is False) and return the Report.
 
@@ -132,7 +145,8 @@ def build_report(directory: str | Path, data: str | Path, *, artifacts: Sequence
     `shards` splits each evaluation into that many tasks. `extra_rows`: rows measured elsewhere (their
     `measured_on` says where). `keep_previous`: keep the rows of an earlier report.json in `directory`
     for artifacts not measured again (same data and baseline). Raises ConfigError (no folder, no
-    baseline) and DatasetError; a file that cannot be used becomes a skipped row.
+    baseline) and DatasetError; a file that cannot be used becomes a skipped row. `arm64`: also evaluate
+    every TFLite and ONNX artifact inside the emulated Raspberry Pi (scripts/pi-rootfs.sh), one more row each.
     """
     from edgeport.report.examples import build_examples
     from edgeport.report.measure import measure_clean, measure_robustness
@@ -153,6 +167,8 @@ def build_report(directory: str | Path, data: str | Path, *, artifacts: Sequence
         rows, predictions = measure_clean(found, base_found, data_yaml, dataset, latency_runs=latency_runs, **run)
         perturbations = measure_robustness(found, rows, dataset, work, source_pt, why_no_source,
                                            base_found.detector.imgsz, **run) if robustness else []
+        if arm64:
+            rows += _arm64_rows(found, rows, predictions, data_yaml, work, progress, say)
         report = Report(directory=directory, data=str(data), images=len(dataset.images), rows=rows,
                         baseline=base_found.path.name, perturbations=perturbations, max_drop=max_drop,
                         command=command)

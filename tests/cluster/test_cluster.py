@@ -14,7 +14,7 @@ import pytest
 
 from daemon_support import write_video
 from edgeport.analyze import AnalyzeOptions, analyze
-from ray_support import ROOT, cluster_env, run_driver
+from ray_support import ROOT, cluster_env, ray_cluster, run_driver  # noqa: F401 (ray_cluster: a fixture)
 
 REPORT_NUMBERS = ("artifact", "status", "images", "map50_95", "map50", "drop_map50_95", "drop_map50", "per_class",
                   "per_class_drop", "worst_class", "agreement", "score_shift", "pr_curve", "robustness")
@@ -62,7 +62,7 @@ def report_dir(tmp_path_factory, onnx_artifact, sample_model):
 
 
 def _numbers(path):
-    rows = json.loads(path.read_text())
+    rows = json.loads(path.read_text())["rows"]
     return [{**{k: row.get(k) for k in REPORT_NUMBERS}, "artifact": Path(row["artifact"]).name} for row in rows]
 
 
