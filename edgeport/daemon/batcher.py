@@ -71,7 +71,7 @@ class ModelTurns:
                     self._held = False
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """One decoded, letterboxed upload waiting for the model."""
 

@@ -25,7 +25,8 @@ from edgeport.runtime.detections import Detections
 from edgeport.runtime.image_io import sniff_format
 
 log = logging.getLogger("edgeport.daemon")
-CLOSE = {"Connection": "close"}  # the rest of the body is not read: the connection cannot be reused
+CLOSE = {"Connection": "close"}
+CLIENT_GONE = 499  # nginx's "client closed request": counted, never seen by anyone  # the rest of the body is not read: the connection cannot be reused
 
 # content types POST /detect accepts, and the formats (by magic bytes) each may carry
 CONTENT_TYPES: dict[str, tuple[str, ...]] = {
@@ -55,29 +56,44 @@ class DaemonView(Protocol):
 
 
 class Uploads:
-    """Admission of POST /detect: at most `max_queue` uploads and `max_inflight_bytes` of bodies held at once
-    (one upload is always admitted), decoded by `decode_workers` threads. Used from the event loop only."""
+    """Admission of POST /detect: at most `max_queue` uploads admitted at once (beyond: refused at once), and
+    at most `max_inflight_bytes` of bodies being read or decoded (beyond: the upload waits, unread, in the
+    socket: one upload is always let through); `decode_workers` threads decode. Event-loop side only."""
 
     def __init__(self, batching: Batching, metrics) -> None:
         self.limits, self.metrics = batching, metrics
         self.count = self.bytes = 0
+        self._room: asyncio.Condition | None = None
         self.decoder = ThreadPoolExecutor(max_workers=batching.decode_workers, thread_name_prefix="decode")
         metrics.http_inflight.bind(lambda: {("uploads",): float(self.count), ("bytes",): float(self.bytes)})
 
-    def admit(self, nbytes: int) -> str | None:
-        """Reserve room for an upload of `nbytes`; None when admitted, else the reason it is refused."""
+    def enter(self) -> bool:
+        """Count an upload in; False when `max_queue` are admitted already."""
         if self.count >= self.limits.max_queue:
-            return "queue_full"
-        if self.count and self.bytes + nbytes > self.limits.max_inflight_bytes:
-            return "memory"
-        self.count, self.bytes = self.count + 1, self.bytes + nbytes
-        return None
-
-    def release_bytes(self, nbytes: int) -> None:
-        self.bytes -= nbytes
+            return False
+        self.count += 1
+        return True
 
     def leave(self) -> None:
         self.count -= 1
+
+    async def reserve(self, nbytes: int, timeout: float) -> bool:
+        """Wait until `nbytes` fit in the byte budget (or nothing else is held); False after `timeout` s."""
+        self._room = self._room or asyncio.Condition()
+        limit = self.limits.max_inflight_bytes
+        async with self._room:
+            try:
+                await asyncio.wait_for(self._room.wait_for(lambda: not self.bytes or self.bytes + nbytes <= limit),
+                                       max(0.0, timeout))
+            except TimeoutError:
+                return False
+            self.bytes += nbytes
+            return True
+
+    async def release(self, nbytes: int) -> None:
+        async with self._room:
+            self.bytes -= nbytes
+            self._room.notify_all()
 
     def close(self) -> None:
         self.decoder.shutdown(wait=False, cancel_futures=True)
@@ -89,6 +105,7 @@ def create_app(view: DaemonView, config: Http, metrics):
         from fastapi import FastAPI, Request
         from fastapi.responses import JSONResponse, Response, StreamingResponse
         from starlette.concurrency import run_in_threadpool
+        from starlette.requests import ClientDisconnect
     except ImportError as exc:
         raise MissingDependencyError("fastapi (HTTP API)", "daemon") from exc
 
@@ -97,6 +114,10 @@ def create_app(view: DaemonView, config: Http, metrics):
 
     def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:  # logged once by http_server
+        return problem(500, "internal error; see the daemon's log", CLOSE)
 
     @app.middleware("http")
     async def bearer_token(request: Request, call_next):
@@ -170,38 +191,27 @@ def create_app(view: DaemonView, config: Http, metrics):
             if int(declared) > config.max_upload_bytes:
                 return problem(413, f"upload of {int(declared):,} bytes exceeds the limit of "
                                     f"{config.max_upload_bytes:,}", CLOSE)
-        reserved = 2 * (int(declared) if declared is not None else config.max_upload_bytes)  # chunks, then joined
-        refused = uploads.admit(reserved)
-        if refused:
-            metrics.http_refused.inc(refused)
-            return problem(503, f"busy ({refused.replace('_', ' ')}): retry shortly", {"Retry-After": "1"})
+        if not uploads.enter():
+            metrics.http_refused.inc("queue_full")
+            return problem(503, "busy (upload queue full): retry shortly", {"Retry-After": "1"})
         try:
-            return await _detect_admitted(request, content_type, started, reserved)
+            return await _detect_admitted(request, content_type, started, declared)
         finally:
             uploads.leave()
 
-    async def _detect_admitted(request, content_type: str, started: float, reserved: int) -> JSONResponse:
+    async def _detect_admitted(request, content_type: str, started: float, declared: str | None) -> JSONResponse:
+        deadline = started + config.batching.deadline_ms / 1000
+        reserved = 2 * (int(declared) if declared is not None else config.max_upload_bytes)  # chunks, then joined
+        if not await uploads.reserve(reserved, deadline - time.monotonic()):
+            metrics.http_refused.inc("memory")
+            return problem(503, "busy (upload bytes in flight): retry shortly", {"Retry-After": "1"})
         try:
-            body = await _read_body(request)
-        except TimeoutError:
-            metrics.http_refused.inc("body_timeout")
-            uploads.release_bytes(reserved)
-            return problem(408, f"the upload did not arrive within {config.body_timeout_s:g} s", CLOSE)
-        except _TooLarge:
-            uploads.release_bytes(reserved)
-            return problem(413, f"upload exceeds the limit of {config.max_upload_bytes:,} bytes", CLOSE)
-        except BaseException:
-            uploads.release_bytes(reserved)
-            raise
-        try:
-            placed = await _place(body, content_type)
+            placed = await _receive_and_place(request, content_type)
         finally:
-            del body
-            uploads.release_bytes(reserved)
+            await uploads.release(reserved)
         if isinstance(placed, JSONResponse):
             return placed
         (canvas, placement), found = placed
-        deadline = started + config.batching.deadline_ms / 1000
         try:
             future = view.submit_upload(Job(canvas, placement, deadline))
         except QueueFull:
@@ -215,6 +225,19 @@ def create_app(view: DaemonView, config: Http, metrics):
         elapsed_ms = (time.monotonic() - started) * 1000
         metrics.http_request_ms.observe(elapsed_ms)
         return JSONResponse({**detections.to_dict(), "format": found, "latency_ms": round(elapsed_ms, 2)})
+
+    async def _receive_and_place(request, content_type: str):
+        """((canvas, placement), format) of the upload, or the problem response that refuses it."""
+        try:
+            body = await _read_body(request)
+        except TimeoutError:
+            metrics.http_refused.inc("body_timeout")
+            return problem(408, f"the upload did not arrive within {config.body_timeout_s:g} s", CLOSE)
+        except _TooLarge:
+            return problem(413, f"upload exceeds the limit of {config.max_upload_bytes:,} bytes", CLOSE)
+        except ClientDisconnect:  # nobody to answer: counted as 499, nothing logged
+            return problem(CLIENT_GONE, "client closed the connection during the upload")
+        return await _place(body, content_type)
 
     async def _read_body(request) -> bytes:
         """The whole body (one join of the chunks) within body_timeout_s; raises TimeoutError or _TooLarge."""

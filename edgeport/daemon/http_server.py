@@ -13,13 +13,13 @@ import time
 from typing import Callable
 
 from edgeport.daemon.config import Http
+from edgeport.daemon.http import CLIENT_GONE, create_app
 from edgeport.errors import ConfigError, MissingDependencyError
 
 log = logging.getLogger("edgeport.daemon")
 
 ROUTES = {"/health": "/health", "/metrics": "/metrics", "/detect": "/detect"}
 CAMERA_ROUTES = {"latest": "/latest", "snapshot.jpg": "/snapshot", "stream.mjpg": "/stream"}
-CLIENT_GONE = 499  # nginx's "client closed request": counted, never sent
 
 
 def route_of(path: str) -> str:
@@ -40,28 +40,27 @@ def counted(app, count: Callable[[str, int], None]):
     async def wrapper(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
-        status = None
+        route, started = route_of(scope.get("path", "")), False
 
         async def send_counted(message):
-            nonlocal status
+            nonlocal started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                started = True
+                count(route, message["status"])  # before the client can see the answer
             await send(message)
 
         try:
             await app(scope, receive, send_counted)
         except ClientDisconnect:
-            status = status or CLIENT_GONE
+            if not started:
+                count(route, CLIENT_GONE)
         except Exception as exc:  # a bug must not cost a 60-line traceback per request, nor go uncounted
             log.error("HTTP %s %s failed: %s: %s", scope.get("method"), scope.get("path"), type(exc).__name__, exc)
-            if status is None:
-                status = 500
+            if not started:
                 body = json.dumps({"error": "internal error; see the daemon's log"}).encode()
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+                await send_counted({"type": "http.response.start", "status": 500,
+                                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
                 await send({"type": "http.response.body", "body": body})
-        finally:
-            count(route_of(scope.get("path", "")), status or CLIENT_GONE)
 
     return wrapper
 
@@ -127,7 +126,6 @@ class HttpServer:
             import uvicorn
         except ImportError as exc:
             raise MissingDependencyError("uvicorn (HTTP API)", "daemon") from exc
-        from edgeport.daemon.http import create_app
 
         self.config = config
         self.app = create_app(view, config, metrics)
