@@ -147,10 +147,12 @@ def main() -> int:
     print("converting and evaluating the candidates ...", file=sys.stderr, flush=True)
     artifacts = candidates(work)
     drops = drop_points(artifacts)
+    print(f"mAP50-95 drops (points): {drops}", file=sys.stderr, flush=True)
     speed = interleaved({label: (lambda d: lambda i: d.detect(val_jpegs(20)[i % 20].read_bytes()))(Detector(p))
                          for label, p in artifacts.items()}, max(20, args.runs // 3))
     eligible = [label for label in artifacts if drops[label] <= GOALS["drop_points_max"]]
     best = min(eligible, key=lambda label: speed[label]["p50"])
+    (work / "ultralytics").mkdir()
     ultralytics_onnx = export_ultralytics_onnx(sample.model_path(), work / "ultralytics", None, 17)
     print(f"end to end: {best} and edgeport on Ultralytics' ONNX against its predictor ...", file=sys.stderr)
     e2e = end_to_end(artifacts[best], ultralytics_onnx, args.runs)

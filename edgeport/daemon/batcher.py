@@ -162,3 +162,18 @@ class Batcher:
                 continue
             for job, detections in zip(live, results):
                 job.future.set_result(detections)
+
+
+def http_batcher(batching, run_batch: Callable[[np.ndarray, Sequence[Letterbox]], list[Detections]],
+                 metrics) -> Batcher:
+    """The batcher of POST /detect from the `http.batching` config (disabled: a batch of one, at once),
+    its batch sizes, queue waits and expired requests counted in `metrics`."""
+    def on_batch(size: int, waits_ms: list[float]) -> None:
+        metrics.batch_size.observe(size)
+        for wait in waits_ms:
+            metrics.queue_wait_ms.observe(wait)
+
+    return Batcher(run_batch, max_batch=batching.max_batch if batching.enabled else 1,
+                   max_queue_delay_ms=batching.max_queue_delay_ms if batching.enabled else 0,
+                   max_queue=batching.max_queue, on_batch=on_batch,
+                   on_expired=lambda n: metrics.http_refused.inc("deadline_queued", amount=n))

@@ -85,7 +85,7 @@ class Uploads:
             try:
                 await asyncio.wait_for(self._room.wait_for(lambda: not self.bytes or self.bytes + nbytes <= limit),
                                        max(0.0, timeout))
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 return False
             self.bytes += nbytes
             return True
@@ -219,7 +219,7 @@ def create_app(view: DaemonView, config: Http, metrics):
             return problem(503, "busy (model queue full): retry shortly", {"Retry-After": "1"})
         try:
             detections = await asyncio.wait_for(asyncio.wrap_future(future), max(0.0, deadline - time.monotonic()))
-        except (TimeoutError, DeadlineExceeded):
+        except (asyncio.TimeoutError, DeadlineExceeded):
             metrics.http_refused.inc("deadline")
             return problem(504, f"no answer within the deadline of {config.batching.deadline_ms:g} ms")
         elapsed_ms = (time.monotonic() - started) * 1000
@@ -230,7 +230,7 @@ def create_app(view: DaemonView, config: Http, metrics):
         """((canvas, placement), format) of the upload, or the problem response that refuses it."""
         try:
             body = await _read_body(request)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             metrics.http_refused.inc("body_timeout")
             return problem(408, f"the upload did not arrive within {config.body_timeout_s:g} s", CLOSE)
         except _TooLarge:
@@ -241,14 +241,16 @@ def create_app(view: DaemonView, config: Http, metrics):
 
     async def _read_body(request) -> bytes:
         """The whole body (one join of the chunks) within body_timeout_s; raises TimeoutError or _TooLarge."""
-        chunks, size = [], 0
-        async with asyncio.timeout(config.body_timeout_s):
+        async def read() -> list[bytes]:
+            chunks, size = [], 0
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > config.max_upload_bytes:
                     raise _TooLarge()
                 chunks.append(chunk)
-        return b"".join(chunks)
+            return chunks
+
+        return b"".join(await asyncio.wait_for(read(), config.body_timeout_s))
 
     async def _place(body: bytes, content_type: str):
         """((canvas, placement), format) of an upload, or the problem response that refuses it."""

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from edgeport.daemon.batcher import Batcher, Job, ModelTurns
+from edgeport.daemon.batcher import Job, ModelTurns, http_batcher
 from edgeport.daemon.config import DaemonConfig
 from edgeport.daemon.events import SnapshotStore, Tracker
 from edgeport.daemon.metrics import Metrics
@@ -175,7 +175,7 @@ class Daemon:
         if config.http:
             from edgeport.daemon.http_server import HttpServer
 
-            self.batcher = self._make_batcher(config.http.batching)
+            self.batcher = http_batcher(config.http.batching, self._run_http_batch, self.metrics)
             self.http = HttpServer(self, config.http, self.metrics)
         self.sinks: list[SinkWorker] = [SinkWorker("events", self._handle_events, config.sink_queue)]
         if self.jsonl:
@@ -422,18 +422,6 @@ class Daemon:
         return jpeg
 
     # -- POST /detect: decode in the HTTP decode pool, then the batcher -------------------------------
-    def _make_batcher(self, batching) -> Batcher:
-        """The HTTP batcher; batching disabled is a batch of one, flushed at once."""
-        def on_batch(size: int, waits_ms: list[float]) -> None:
-            self.metrics.batch_size.observe(size)
-            for wait in waits_ms:
-                self.metrics.queue_wait_ms.observe(wait)
-
-        return Batcher(self._run_http_batch, max_batch=batching.max_batch if batching.enabled else 1,
-                       max_queue_delay_ms=batching.max_queue_delay_ms if batching.enabled else 0,
-                       max_queue=batching.max_queue, on_batch=on_batch,
-                       on_expired=lambda n: self.metrics.http_refused.inc("deadline_queued", amount=n))
-
     def _run_http_batch(self, canvases: np.ndarray, placements) -> list[Detections]:
         tensor = self.detector.to_tensor(canvases)
         with self.turns.turn("http"):

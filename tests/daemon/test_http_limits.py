@@ -233,39 +233,61 @@ def test_a_request_past_its_deadline_gets_504(tmp_path, onnx_artifact, camera_vi
         daemon.stop()
 
 
-def test_http_load_neither_trips_the_watchdog_nor_starves_the_camera(tmp_path, onnx_artifact, camera_video,
-                                                                       val_images):
+def test_waiting_for_the_model_is_not_a_stall(tmp_path, onnx_artifact, camera_video):
     config = parse_config(f"""
 model: {onnx_artifact}
 cameras: [{{id: gate, source: {camera_video}, loop: true}}]
 state_dir: {tmp_path / "state"}
-watchdog: {{stall_s: 1.5}}
+watchdog: {{stall_s: 1.0}}
+""")
+    daemon = Daemon(config)
+    threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True).start()
+    try:
+        wait_for(lambda: daemon.processed > 0, what="first frame")
+        stop = time.monotonic() + 3.0
+
+        def http_batches():  # back-to-back 0.3 s HTTP batches from three threads, 3 s long
+            while time.monotonic() < stop:
+                with daemon.turns.turn("http"):
+                    time.sleep(0.3)
+
+        holders = [threading.Thread(target=http_batches) for _ in range(3)]
+        for holder in holders:
+            holder.start()
+        while time.monotonic() < stop:
+            assert not daemon.stalled  # the camera waits for its turn; no invoke runs longer than 0.3 s
+            time.sleep(0.05)
+        for holder in holders:
+            holder.join()
+        before = daemon.processed
+        wait_for(lambda: daemon.processed > before, what="the camera's next frame")
+        assert not daemon.stalled
+    finally:
+        daemon.stop()
+
+
+def test_http_load_does_not_starve_the_camera(tmp_path, onnx_artifact, camera_video, val_images):
+    config = parse_config(f"""
+model: {onnx_artifact}
+cameras: [{{id: gate, source: {camera_video}, loop: true}}]
+state_dir: {tmp_path / "state"}
 http: {{port: 0, batching: {{enabled: false}}}}
 """)
     daemon = Daemon(config)
     threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True).start()
-    stalls = []
     try:
         wait_for(lambda: daemon.processed > 0, what="first frame")
         jpeg = val_images[0].read_bytes()
         frames_before = daemon.processed
-        done = threading.Event()
-
-        def watch():
-            while not done.is_set():
-                stalls.append(daemon.stalled)
-                time.sleep(0.05)
-
-        threading.Thread(target=watch, daemon=True).start()
         with ThreadPoolExecutor(24) as pool:
             statuses = list(pool.map(lambda _: post(daemon, jpeg)[0], range(96)))
-        done.set()
         camera_frames = daemon.processed - frames_before
+        waits = samples_of(daemon.metrics_text())
     finally:
         daemon.stop()
     assert statuses.count(200) == 96
-    assert not any(stalls)  # waiting for the model is not being stuck in it
-    assert camera_frames >= 20  # the camera kept its turns between HTTP invokes
+    assert camera_frames >= 10  # the camera kept taking turns between HTTP invokes
+    assert waits[("edgeport_model_wait_milliseconds_count", (("user", "camera"),))] >= camera_frames
 
 
 MEMORY_CHILD = """
