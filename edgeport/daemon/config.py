@@ -76,7 +76,9 @@ class Mqtt(_Strict):
 class Batching(_Strict):
     """POST /detect under load: admission, then uploads queue and run in batches (as Triton's dynamic batcher)."""
 
-    enabled: bool = Field(True, description="false: one model invoke per upload (admission still applies)")
+    enabled: bool = Field(False, description="true: queued uploads share model invokes (pays where an invoke of N "
+                                             "images costs less than N invokes: measure with benchmarks/serve.py); "
+                                             "false: one invoke per upload (admission still applies)")
     max_batch: int = Field(4, ge=1, description="images per model invoke at most")
     max_queue_delay_ms: float = Field(5.0, ge=0, description="wait after the oldest queued upload for a fuller batch")
     max_queue: int = Field(64, ge=1, description="uploads admitted at once (read, decoded or queued); "
