@@ -113,7 +113,8 @@ def end_to_end(best: Path, ultralytics_onnx: Path, runs: int) -> dict:
     return {"ms": result, "around_invoke_p50_ms": around,
             "invoke_p50_ms_on_ultralytics_onnx": float(np.percentile([inv for _, inv in measured], 50)),
             "best_vs_ultralytics": result["ultralytics_predict"]["p50"] / result["edgeport_best"]["p50"],
-            "own_onnx_vs_ultralytics": result["ultralytics_predict"]["p50"] / result["edgeport_on_ultralytics_onnx"]["p50"],
+            "own_onnx_vs_ultralytics": (result["ultralytics_predict"]["p50"]
+                                        / result["edgeport_on_ultralytics_onnx"]["p50"]),
             "non_invoke_share": around / float(np.percentile([e2e for e2e, _ in measured], 50))}
 
 
@@ -167,7 +168,8 @@ def main() -> int:
     threads = thread_settings(artifacts["edgeport ONNX fp32"], args.runs)
     shutil.rmtree(work, ignore_errors=True)
 
-    host = f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}"
+    host = (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs (shared), "
+            f"Python {platform.python_version()}")
     print(f"\nedgeport runtime end to end on {host}; JPEG bytes -> boxes, sample val images, model input 320")
     for label in artifacts:
         print(f"  {label:<40} drop {drops[label]:+.2f} points  end to end p50 {speed[label]['p50']:.1f} ms")
@@ -185,13 +187,15 @@ def main() -> int:
           f"{'met' if checks['own_onnx_vs_ultralytics'] >= 1 else 'NOT met'}; work around the invoke "
           f"{checks['non_invoke_share']:.1%} of the frame (goal <= {GOALS['non_invoke_share_max']:.0%}): "
           f"{'met' if checks['non_invoke_share'] <= GOALS['non_invoke_share_max'] else 'NOT met'}")
-    print(f"\nonnxruntime invoke (ms p50/p99), {artifacts['edgeport ONNX fp32'].name}, alone and with 2 decoding threads")
+    print(f"\nonnxruntime invoke (ms p50/p99), {artifacts['edgeport ONNX fp32'].name}, alone and with 2 "
+          "decoding threads")
     for row in threads:
         print(f"  {row['setting']:<44} alone {row['alone']['p50']:6.1f}/{row['alone']['p99']:<6.1f} under load "
               f"{row['under_load']['p50']:6.1f}/{row['under_load']['p99']:<6.1f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"host": host, "goals": GOALS, "drops_points": drops, "end_to_end_ms": speed,
-                                     "versus_ultralytics": e2e, "checks": checks, "thread_settings": threads}, indent=2))
+                                     "versus_ultralytics": e2e, "checks": checks, "thread_settings": threads},
+                                    indent=2))
     print(f"wrote {args.json}")
     return 0
 

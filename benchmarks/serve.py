@@ -1,12 +1,13 @@
 """POST /detect at load: 1, 8 and 40 closed-loop clients against the real daemon, batching off and on.
 
-    python benchmarks/serve.py [--seconds 15] [--json benchmarks/results/serve.json]
+    python benchmarks/serve.py [--seconds 15] [--rounds 3] [--json benchmarks/results/serve.json]
 
-Two daemons (batching off, on) run in their own processes (uvicorn on 127.0.0.1, one camera at 5 fps so the camera loop shares the
-model as in the field) on a dynamic-batch ONNX of the bundled model (Ultralytics export(dynamic=True), its
-height and width fixed). Each client sends the same 640x480 JPEG again and again on one keep-alive connection; rounds alternate
-between the two daemons so that a shared host's load falls on both alike.
-Per row: p50, p99, throughput, 5xx count. Goals at 40 clients, ratios measured in this one run:
+Two daemons (batching off, on) run in their own processes (uvicorn on 127.0.0.1, one camera at 5 fps so
+that the camera loop shares the model as in the field) on a dynamic-batch ONNX of the bundled model
+(Ultralytics export(dynamic=True), height and width fixed). Each client sends the same 640x480 JPEG again
+and again on one keep-alive connection; rounds alternate between the two daemons so that a shared host's
+load falls on both alike. Per row: p50, p99, throughput, 5xx count. Goals at 40 clients, ratios measured
+in this one run:
   - 0 responses 5xx;  - p99 <= 3x a single request (1 client, batching off, p50);
   - throughput with batching >= 1.5x without.
 """
@@ -158,7 +159,8 @@ def summary(clients: int, batching: bool, runs: list[dict]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=None, help="artifact (default: a dynamic-batch ONNX of the sample)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="artifact (default: a dynamic-batch ONNX of the sample)")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per row (over all rounds)")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of off/on per row")
     parser.add_argument("--threads", type=int, default=None, help="daemon interpreter threads (default: its own)")
@@ -196,7 +198,8 @@ def main() -> int:
     checks = {"single_request_ms": single, "errors_5xx_at_40": {"off": off40["errors_5xx"], "on": on40["errors_5xx"]},
               "p99_over_single_at_40": {"off": off40["p99_ms"] / single, "on": on40["p99_ms"] / single},
               "batching_speedup_at_40": on40["throughput_rps"] / off40["throughput_rps"]}
-    host = f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}"
+    host = (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs (shared), "
+            f"Python {platform.python_version()}")
     print(f"\nedgeport serve benchmark on {host}; model {Path(model).name}; {args.seconds:g} s per row")
     print(f"{'batching':<10}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>9}{'5xx':>6}  statuses")
     for r in rows:

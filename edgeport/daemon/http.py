@@ -25,8 +25,8 @@ from edgeport.runtime.detections import Detections
 from edgeport.runtime.image_io import sniff_format
 
 log = logging.getLogger("edgeport.daemon")
-CLOSE = {"Connection": "close"}
-CLIENT_GONE = 499  # nginx's "client closed request": counted, never seen by anyone  # the rest of the body is not read: the connection cannot be reused
+CLOSE = {"Connection": "close"}  # the rest of the body is not read: the connection cannot be reused
+CLIENT_GONE = 499  # nginx's "client closed request": counted, never seen by anyone
 
 # content types POST /detect accepts, and the formats (by magic bytes) each may carry
 CONTENT_TYPES: dict[str, tuple[str, ...]] = {

@@ -160,7 +160,8 @@ def test_a_full_upload_queue_answers_503_with_retry_after_and_counts_it(guarded,
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory, onnx_artifact, camera_video):
-    daemon = start(tmp_path_factory.mktemp("plain"), onnx_artifact, camera_video, "batching: {enabled: true, max_batch: 4, max_queue_delay_ms: 200}")
+    daemon = start(tmp_path_factory.mktemp("plain"), onnx_artifact, camera_video,
+                   "batching: {enabled: true, max_batch: 4, max_queue_delay_ms: 200}")
     yield daemon
     daemon.stop()
 
