@@ -64,11 +64,16 @@ def drop_points(artifacts: dict[str, Path]) -> dict[str, float]:
     return {label: round((base - value) * 100, 2) for label, value in maps.items()}
 
 
-def interleaved(contenders: dict[str, callable], runs: int) -> dict[str, dict[str, float]]:
-    """p50/p99 ms of each callable, called in turn `runs` times (after 3 warm-up rounds)."""
+def interleaved(contenders: dict[str, callable], runs: int, pause_s: float = 0.05) -> dict[str, dict[str, float]]:
+    """p50/p99 ms of each callable, called in turn `runs` times (after 3 warm-up rounds).
+
+    A pause before each call lets the previous contender's worker threads go idle: onnxruntime and
+    torch (OpenMP) threads spin-wait after their work and would otherwise slow whoever runs next.
+    """
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for i in range(runs + 3):
         for name, call in contenders.items():
+            time.sleep(pause_s)
             start = time.perf_counter()
             call(i)
             if i >= 3:

@@ -144,7 +144,7 @@ def test_a_full_upload_queue_answers_503_with_retry_after_and_counts_it(guarded,
     before = status_count(guarded, "/detect", 503)
     holding = [raw(guarded, head + jpeg[:100]) for _ in range(2)]  # max_queue uploads, bodies still arriving
     try:
-        time.sleep(0.3)
+        wait_for(lambda: guarded.http.app.state.uploads.count == 2, what="both uploads admitted")
         connection = http.client.HTTPConnection("127.0.0.1", guarded.http.port, timeout=20)
         connection.request("POST", "/detect", body=jpeg,
                            headers={"Content-Type": "image/jpeg", "Authorization": "Bearer s3cret"})
