@@ -1,6 +1,6 @@
 """POST /detect at load: 1, 8 and 40 closed-loop clients against the real daemon, batching off and on.
 
-    python benchmarks/serve.py [--seconds 15] [--rounds 3] [--json benchmarks/results/serve.json]
+    python benchmarks/serve.py [--seconds 15] [--rounds 3] [--memory] [--json benchmarks/results/serve.json]
 
 Two daemons (batching off, on) run in their own processes (uvicorn on 127.0.0.1, one camera at 5 fps so
 that the camera loop shares the model as in the field) on a dynamic-batch ONNX of the bundled model
@@ -10,6 +10,8 @@ load falls on both alike. Per row: p50, p99, throughput, 5xx count. Goals at 40 
 in this one run:
   - 0 responses 5xx;  - p99 <= 3x a single request (1 client, batching off, p50);
   - throughput with batching >= 1.5x without.
+With --memory: the peak RSS of a daemon process receiving 60 x 9.9 MB uploads at once (goal: under the
+systemd unit's MemoryMax of 1 GiB).
 """
 
 from __future__ import annotations
@@ -157,12 +159,54 @@ def summary(clients: int, batching: bool, runs: list[dict]) -> dict:
             "throughput_rps": statuses.get(200, 0) / seconds}
 
 
+def big_jpeg(nbytes: int) -> bytes:
+    """A noise JPEG of about `nbytes` (noise does not compress: ~3.3 Mpixels for 10 MB)."""
+    import cv2
+
+    side = int((nbytes / 2.9) ** 0.5)
+    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()[:nbytes - 2] + b"\xff\xd9"
+
+
+def upload_memory(model: Path, folder: Path, uploads: int = 60) -> dict:
+    """Peak RSS (VmHWM) of a daemon process that receives `uploads` x 9.9 MB at once; clients honour Retry-After."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    child, port = start_daemon(model, folder / "memory", False, "")
+    data = big_jpeg(9_900_000)
+
+    def upload(_):
+        for _ in range(200):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+            connection.request("POST", "/detect", body=data, headers={"Content-Type": "image/jpeg"})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            if response.status != 503:
+                return response.status
+            time.sleep(float(response.getheader("Retry-After", "1")))
+        return 503
+
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(uploads) as pool:
+            statuses = list(pool.map(upload, range(uploads)))
+        with open(f"/proc/{child.pid}/status") as status:
+            peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    finally:
+        stop_daemon(child)
+    return {"uploads": uploads, "upload_mb": len(data) / 1e6, "ok": statuses.count(200), "peak_rss_mb": peak,
+            "seconds": time.monotonic() - started}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None,
                         help="artifact (default: a dynamic-batch ONNX of the sample)")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per row (over all rounds)")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of off/on per row")
+    parser.add_argument("--memory", action="store_true",
+                        help="also: peak RSS of the daemon receiving 60 x 9.9 MB uploads at once (goal < 1 GiB)")
     parser.add_argument("--threads", type=int, default=None, help="daemon interpreter threads (default: its own)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "serve.json")
     args = parser.parse_args()
@@ -190,6 +234,9 @@ def main() -> int:
         if sizes.get("edgeport_http_batch_size_count"):
             rows[-1 if batching else -2]["mean_batch"] = (sizes["edgeport_http_batch_size_sum"]
                                                           / sizes["edgeport_http_batch_size_count"])
+    memory = upload_memory(model, folder) if args.memory else None
+    shutil.rmtree(folder, ignore_errors=True)
+
     def row(batching: bool, clients: int) -> dict:
         return next(r for r in rows if r["batching"] == batching and r["clients"] == clients)
 
@@ -213,9 +260,13 @@ def main() -> int:
           f"({single:.1f} ms) (goal <= {GOALS['p99_over_single_max']}x): {'met' if ok_p99 else 'NOT met'}")
     print(f"throughput with batching {checks['batching_speedup_at_40']:.2f}x without (goal >= "
           f"{GOALS['batching_speedup_min']}x): {'met' if ok_speed else 'NOT met'}")
+    if memory:
+        print(f"{memory['uploads']} x {memory['upload_mb']:.1f} MB uploads at once: {memory['ok']} answered 200, "
+              f"daemon peak RSS {memory['peak_rss_mb']:.0f} MB (goal < 1024, the unit's MemoryMax): "
+              f"{'met' if memory['peak_rss_mb'] < 1024 else 'NOT met'} ({memory['seconds']:.0f} s)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"host": host, "model": str(model), "seconds": args.seconds, "goals": GOALS,
-                                     "rows": rows, "checks": checks}, indent=2))
+                                     "rows": rows, "checks": checks, "memory": memory}, indent=2))
     print(f"wrote {args.json}")
     return 0
 
