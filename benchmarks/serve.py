@@ -42,12 +42,14 @@ GOALS = {"errors_5xx_at_40": 0, "p99_over_single_max": 3.0, "batching_speedup_mi
 CLIENTS = (1, 8, 40)
 
 DAEMON = """
-import sys, threading
+import sys, threading, time
 from edgeport.daemon.config import parse_config
 from edgeport.daemon.service import Daemon
 daemon = Daemon(parse_config(sys.argv[1]))
 thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True)
 thread.start()
+while not (daemon.http._server.started or daemon.stopping):
+    time.sleep(0.05)
 print("ready", flush=True)
 sys.stdin.readline()
 print(daemon.metrics_text(), flush=True)
@@ -82,7 +84,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_daemon(model: Path, folder: Path, batching: bool, extra: str) -> tuple[subprocess.Popen, int]:
+def start_daemon(model: Path, folder: Path, batching: bool, extra: str,
+                 deadline_ms: int = 10_000) -> tuple[subprocess.Popen, int]:
     port = free_port()
     video = folder / "camera"
     video.mkdir(parents=True, exist_ok=True)
@@ -91,7 +94,7 @@ def start_daemon(model: Path, folder: Path, batching: bool, extra: str) -> tuple
     config = (f"model: {model}\ncameras: [{{id: cam, source: {video}, loop: true, fps: 5}}]\n"
               f"state_dir: {folder / 'state'}\n{extra}"
               f"http: {{port: {port}, batching: {{enabled: {str(batching).lower()}, max_batch: 8, "
-              f"max_queue_delay_ms: 5}}}}\n")
+              f"max_queue_delay_ms: 5, deadline_ms: {deadline_ms}}}}}\n")
     child = subprocess.Popen([sys.executable, "-c", DAEMON, config], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if child.stdout.readline().strip() != "ready":
@@ -160,19 +163,23 @@ def summary(clients: int, batching: bool, runs: list[dict]) -> dict:
 
 
 def big_jpeg(nbytes: int) -> bytes:
-    """A noise JPEG of about `nbytes` (noise does not compress: ~3.3 Mpixels for 10 MB)."""
+    """A noise JPEG of just under `nbytes` (noise hardly compresses: about 3 Mpixels for 10 MB)."""
     import cv2
 
-    side = int((nbytes / 2.9) ** 0.5)
-    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    return cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()[:nbytes - 2] + b"\xff\xd9"
+    rng, side = np.random.default_rng(0), int((nbytes / 2.2) ** 0.5)
+    while True:
+        noise = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        data = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+        if 0.97 * nbytes <= len(data) <= nbytes:
+            return data
+        side = int(side * (0.985 * nbytes / len(data)) ** 0.5)
 
 
 def upload_memory(model: Path, folder: Path, uploads: int = 60) -> dict:
     """Peak RSS (VmHWM) of a daemon process that receives `uploads` x 9.9 MB at once; clients honour Retry-After."""
     from concurrent.futures import ThreadPoolExecutor
 
-    child, port = start_daemon(model, folder / "memory", False, "")
+    child, port = start_daemon(model, folder / "memory", False, "", deadline_ms=300_000)  # memory, not deadlines
     data = big_jpeg(9_900_000)
 
     def upload(_):

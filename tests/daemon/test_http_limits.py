@@ -292,12 +292,14 @@ http: {{port: 0, batching: {{enabled: false}}}}
 
 
 MEMORY_CHILD = """
-import sys, threading
+import sys, threading, time
 from edgeport.daemon.config import parse_config
 from edgeport.daemon.service import Daemon
 daemon = Daemon(parse_config(sys.argv[1]))
 thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True)
 thread.start()
+while not (daemon.http._server.started or daemon.stopping):
+    time.sleep(0.05)
 print("ready", flush=True)
 sys.stdin.readline()
 daemon.stop()
@@ -306,10 +308,14 @@ thread.join(30)
 
 
 def big_jpeg(nbytes: int) -> bytes:
-    """A noise JPEG of about `nbytes` (noise does not compress: ~3.3 Mpixels for 10 MB)."""
-    side = int((nbytes / 2.9) ** 0.5)
-    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    return cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()[:nbytes - 2] + b"\xff\xd9"
+    """A noise JPEG of just under `nbytes` (noise hardly compresses: about 3 Mpixels for 10 MB)."""
+    rng, side = np.random.default_rng(0), int((nbytes / 2.2) ** 0.5)
+    while True:
+        noise = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        data = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+        if 0.97 * nbytes <= len(data) <= nbytes:
+            return data
+        side = int(side * (0.985 * nbytes / len(data)) ** 0.5)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -325,7 +331,6 @@ def test_sixty_ten_megabyte_uploads_stay_under_the_units_memory_max(tmp_path, on
                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert child.stdout.readline().strip() == "ready"
-        wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True, what="port")
         data = big_jpeg(9_900_000)
 
         def upload(_):
