@@ -126,7 +126,8 @@ class Watchdog(_Strict):
 class DaemonConfig(_Strict):
     model: Path
     backend: Optional[str] = None
-    threads: Optional[int] = Field(None, ge=1)
+    threads: Optional[int] = Field(None, ge=1, description="interpreter threads; default: every core but one "
+                                                          "(left to capture, decode and HTTP)")
     device: Optional[str] = Field(None, description="Edge TPU device (usb:0) or CoreML compute units")
     providers: list[str] = Field(default_factory=list, description="onnxruntime execution providers in order "
                                                                    "(tensorrt, cuda, cpu)")

@@ -32,7 +32,7 @@ from edgeport.runtime.detections import Detections
 from edgeport.runtime.detector import Detector
 from edgeport.runtime.draw import draw
 from edgeport.runtime.image_io import decode_bytes
-from edgeport.runtime.options import RuntimeOptions
+from edgeport.runtime.options import RuntimeOptions, shared_core_threads
 from edgeport.runtime.preprocess import Letterbox
 
 log = logging.getLogger("edgeport.daemon")
@@ -141,8 +141,8 @@ class Daemon:
                  source_factory: Callable[..., FrameSource] = make_source) -> None:
         self.config = config
         self.detector = detector or RuntimeOptions(
-            backend=config.backend, threads=config.threads, providers=tuple(config.providers), device=config.device,
-            spin=config.spin).open(config.model, conf=config.conf, iou=config.iou)
+            backend=config.backend, threads=config.threads or shared_core_threads(), providers=tuple(config.providers),
+            device=config.device, spin=config.spin).open(config.model, conf=config.conf, iou=config.iou)
         self.metrics = Metrics()
         self.turns = ModelTurns(on_wait=lambda user, ms: self.metrics.model_wait_ms.observe(ms, user))
         self.camera_ids = [camera.id for camera in config.cameras]

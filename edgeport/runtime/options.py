@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,12 @@ from edgeport.errors import BackendError
 
 # which backends take which option (the name of the backend's own constructor argument)
 DEVICE_ARGUMENT = {"edgetpu": "device", "coreml": "compute_units"}
+
+
+def shared_core_threads() -> int:
+    """Interpreter threads when other work shares the cores (the daemon: capture, decode, HTTP): every core
+    but one. A thread pool as wide as the machine stalls at each barrier on a thread the OS has preempted."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def parse_providers(text: str | None) -> tuple[str, ...]:
