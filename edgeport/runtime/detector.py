@@ -1,4 +1,4 @@
-"""`Detector`: open any artifact and run the pipeline of DESIGN.md on images.
+"""`Detector`: open any artifact and run the runtime pipeline on images.
 
 decode (EXIF) -> RGB -> letterbox -> quantize input -> invoke -> dequantize -> decode boxes -> NMS
 -> original pixel coordinates -> `Detections`.
