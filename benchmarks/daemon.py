@@ -5,8 +5,8 @@
 The camera is a video file read faster than the model can run (fps cap = 2x the runtime's own
 throughput); detections go through a real mosquitto (started here on loopback) and are timed when
 the daemon hands them to paho (and again when a subscriber receives them). Goals are ratios measured in this one run:
-  - capture->publish p99 <= 2x the runtime's single-frame end-to-end time;
-  - daemon throughput >= 90 % of the runtime's standalone throughput;
+  - capture->publish p99 <= 1.5x the runtime's own single-frame end-to-end p99;
+  - daemon throughput >= 95 % of the runtime's standalone throughput;
   - soak: RSS growth < 30 MB and a constant number of open file descriptors over N frames.
 """
 
@@ -36,7 +36,7 @@ from edgeport.daemon.config import parse_config  # noqa: E402
 from edgeport.daemon.service import Daemon  # noqa: E402
 from edgeport.runtime import Detector  # noqa: E402
 
-GOALS = {"p99_over_e2e_max": 2.0, "throughput_ratio_min": 0.9, "rss_growth_mb_max": 30.0}
+GOALS = {"p99_over_e2e_p99_max": 1.5, "throughput_ratio_min": 0.95, "rss_growth_mb_max": 30.0}
 
 
 def rss_mb() -> float:
@@ -274,7 +274,8 @@ def main() -> int:
         ("memory camera: capture->publish p50 / p99 (ms)",
          f"{live['latency_ms_p50']:.1f} / {live['latency_ms_p99']:.1f}",
          f"p99 = {checks['p99_over_e2e']:.2f}x e2e p50, {checks['p99_over_e2e_p99']:.2f}x e2e p99 (goal <= "
-         f"{GOALS['p99_over_e2e_max']}x): {'met' if checks['p99_over_e2e'] <= GOALS['p99_over_e2e_max'] else 'NOT met'}"),
+         f"{GOALS['p99_over_e2e_p99_max']}x e2e p99): "
+         f"{'met' if checks['p99_over_e2e_p99'] <= GOALS['p99_over_e2e_p99_max'] else 'NOT met'}"),
         ("memory camera: capture->received by a subscriber p50 / p99 (ms)",
          f"{live['delivered_ms_p50']:.1f} / {live['delivered_ms_p99']:.1f}",
          "through mosquitto to a paho subscriber in this same process"),

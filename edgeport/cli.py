@@ -25,9 +25,13 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
                         help="force a backend (onnxruntime, litert, edgetpu, tensorrt, coreml); default: by file type")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: every core)")
+    parser.add_argument("--spin", action="store_true",
+                        help="onnxruntime: let idle worker threads spin-wait (faster on an idle machine, much slower "
+                        "when capture, decode or other programs share the cores; default off)")
     parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
     parser.add_argument("--device", default=None,
-                        help="Edge TPU device for *_edgetpu.tflite: usb, usb:N, pci or pci:N (default: the first)")
+                        help="Edge TPU device for *_edgetpu.tflite: usb, usb:N, pci or pci:N (default: the first); "
+                        "CoreML compute units for .mlpackage: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE")
     parser.add_argument("--providers", default=None,
                         help="onnxruntime execution providers in order of preference, comma-separated: tensorrt, "
                         "cuda, cpu (or onnxruntime's names); default cpu")
@@ -36,19 +40,10 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace, model: Path, **options):
-    """The Detector for detect/evaluate, with the runtime options shared by both."""
-    from edgeport.runtime import Detector
+    """The Detector for detect/evaluate/run, built from the shared runtime options (RuntimeOptions)."""
+    from edgeport.runtime import RuntimeOptions
 
-    backend_options = {"device": args.device} if args.device else {}
-    if args.providers:
-        from edgeport.errors import BackendError
-        from edgeport.runtime.backends import backend_for
-
-        if backend_for(model, args.backend).name != "onnxruntime":
-            raise BackendError("--providers chooses onnxruntime execution providers; it applies to .onnx artifacts")
-        backend_options["providers"] = [p for p in args.providers.split(",") if p.strip()]
-    return Detector(model, backend=args.backend, threads=args.threads, max_pixels=args.max_pixels,
-                    backend_options=backend_options or None, **options)
+    return RuntimeOptions.from_args(args).open(model, max_pixels=args.max_pixels, **options)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

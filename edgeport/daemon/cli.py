@@ -27,12 +27,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgeport.daemon.config import Camera, Reconnect
     from edgeport.daemon.redact import install_log_filter, redact
     from edgeport.daemon.sources import CaptureThread
-    from edgeport.runtime import Detector
+    from edgeport.runtime import RuntimeOptions
     from edgeport.runtime.draw import draw
 
-    detector = Detector(args.model, backend=args.backend, threads=args.threads, conf=args.conf, iou=args.iou,
-                        exif=args.exif, max_pixels=args.max_pixels,
-                        backend_options={"device": args.device} if args.device else None)
+    detector = RuntimeOptions.from_args(args).open(args.model, conf=args.conf, iou=args.iou, exif=args.exif,
+                                                   max_pixels=args.max_pixels)
     try:
         camera = Camera(id="run", source=_source_value(args.source), loop=args.loop, fps=args.fps,
                         reconnect=Reconnect(max_attempts=args.retries))

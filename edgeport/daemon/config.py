@@ -73,6 +73,22 @@ class Mqtt(_Strict):
     queue_max_events: int = Field(10_000, ge=1, description="store-and-forward capacity while the broker is down")
 
 
+class Batching(_Strict):
+    """POST /detect under load: admission, then uploads queue and run in batches (as Triton's dynamic batcher)."""
+
+    enabled: bool = Field(False, description="true: queued uploads share model invokes (pays where an invoke of N "
+                                             "images costs less than N invokes: measure with benchmarks/serve.py); "
+                                             "false: one invoke per upload (admission still applies)")
+    max_batch: int = Field(4, ge=1, description="images per model invoke at most")
+    max_queue_delay_ms: float = Field(5.0, ge=0, description="wait after the oldest queued upload for a fuller batch")
+    max_queue: int = Field(64, ge=1, description="uploads admitted at once (read, decoded or queued); "
+                                                 "beyond: 503 with Retry-After")
+    deadline_ms: float = Field(10_000, gt=0, description="from admission to the answer; past it: 504")
+    decode_workers: int = Field(2, ge=1, description="uploads decoded at once")
+    max_inflight_bytes: int = Field(64_000_000, ge=1, description="upload bytes held at once; beyond: 503 with "
+                                                                  "Retry-After (one upload is always admitted)")
+
+
 class Http(_Strict):
     host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes the API to the network")
     port: int = Field(8080, ge=0, le=65535)
@@ -80,6 +96,11 @@ class Http(_Strict):
     max_upload_bytes: int = Field(10_000_000, ge=1)
     max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard for POST /detect")
     stream_fps: float = Field(5.0, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection must send a request's headers within this")
+    body_timeout_s: float = Field(30.0, gt=0, description="an upload must arrive whole within this (else 408)")
+    keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this")
+    max_connections: int = Field(512, ge=2, description="open connections; beyond, the oldest idle one is closed")
+    batching: Batching = Field(default_factory=Batching)
 
 
 class Jsonl(_Strict):
@@ -105,8 +126,12 @@ class Watchdog(_Strict):
 class DaemonConfig(_Strict):
     model: Path
     backend: Optional[str] = None
-    threads: Optional[int] = Field(None, ge=1)
-    device: Optional[str] = Field(None, description="Edge TPU device, e.g. usb:0")
+    threads: Optional[int] = Field(None, ge=1, description="interpreter threads; default: every core but one "
+                                                          "(left to capture, decode and HTTP)")
+    device: Optional[str] = Field(None, description="Edge TPU device (usb:0) or CoreML compute units")
+    providers: list[str] = Field(default_factory=list, description="onnxruntime execution providers in order "
+                                                                   "(tensorrt, cuda, cpu)")
+    spin: bool = Field(False, description="onnxruntime: idle worker threads spin-wait (slower with shared cores)")
     conf: float = Field(0.25, ge=0, le=1)
     iou: float = Field(0.45, gt=0, le=1)
     cameras: list[Camera] = Field(min_length=1)

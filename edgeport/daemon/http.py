@@ -1,19 +1,18 @@
-"""The daemon's HTTP API (FastAPI, served by uvicorn in its own thread).
-
-GET /health, /metrics, /cameras/{id}/latest, /cameras/{id}/snapshot.jpg, /cameras/{id}/stream.mjpg and
-the validated synchronous path POST /detect.
+"""The daemon's HTTP API (FastAPI; edgeport.daemon.http_server serves it): GET /health, /metrics,
+/cameras/{id}/latest, /snapshot.jpg, /stream.mjpg, and POST /detect behind admission control and the batcher.
 """
 
 import asyncio
 import hmac
 import logging
-import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-from edgeport.daemon.config import Http
+from edgeport.daemon.batcher import DeadlineExceeded, Job, QueueFull
+from edgeport.daemon.config import Batching, Http
+from edgeport.daemon.metrics import CONTENT_TYPE
 from edgeport.errors import (
-    ConfigError,
     CorruptImageError,
     EmptyImageError,
     ImageError,
@@ -26,6 +25,8 @@ from edgeport.runtime.detections import Detections
 from edgeport.runtime.image_io import sniff_format
 
 log = logging.getLogger("edgeport.daemon")
+CLOSE = {"Connection": "close"}  # the rest of the body is not read: the connection cannot be reused
+CLIENT_GONE = 499  # nginx's "client closed request": counted, never seen by anyone
 
 # content types POST /detect accepts, and the formats (by magic bytes) each may carry
 CONTENT_TYPES: dict[str, tuple[str, ...]] = {
@@ -48,26 +49,75 @@ class DaemonView(Protocol):
     def metrics_text(self) -> str: ...
     def latest(self, camera: str) -> "tuple[Detections, dict[str, Any]] | None": ...
     def snapshot_jpeg(self, camera: str) -> "bytes | None": ...
-    def detect_bytes(self, data: bytes, max_pixels: int) -> Detections: ...
-    def count_request(self, route: str, status: int) -> None: ...
+    def place_upload(self, data: bytes, max_pixels: int) -> "tuple[Any, Any]": ...
+    def submit_upload(self, job: Job) -> "Future[Detections]": ...
     @property
     def stopping(self) -> bool: ...
 
 
-def create_app(view: DaemonView, config: Http):
-    """The FastAPI application over a running daemon."""
+class Uploads:
+    """Admission of POST /detect: at most `max_queue` uploads admitted at once (beyond: refused at once), and
+    at most `max_inflight_bytes` of bodies being read or decoded (beyond: the upload waits, unread, in the
+    socket: one upload is always let through); `decode_workers` threads decode. Event-loop side only."""
+
+    def __init__(self, batching: Batching, metrics) -> None:
+        self.limits, self.metrics = batching, metrics
+        self.count = self.bytes = 0
+        self._room: asyncio.Condition | None = None
+        self.decoder = ThreadPoolExecutor(max_workers=batching.decode_workers, thread_name_prefix="decode")
+        metrics.http_inflight.bind(lambda: {("uploads",): float(self.count), ("bytes",): float(self.bytes)})
+
+    def enter(self) -> bool:
+        """Count an upload in; False when `max_queue` are admitted already."""
+        if self.count >= self.limits.max_queue:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        self.count -= 1
+
+    async def reserve(self, nbytes: int, timeout: float) -> bool:
+        """Wait until `nbytes` fit in the byte budget (or nothing else is held); False after `timeout` s."""
+        self._room = self._room or asyncio.Condition()
+        limit = self.limits.max_inflight_bytes
+        async with self._room:
+            try:
+                await asyncio.wait_for(self._room.wait_for(lambda: not self.bytes or self.bytes + nbytes <= limit),
+                                       max(0.0, timeout))
+            except asyncio.TimeoutError:
+                return False
+            self.bytes += nbytes
+            return True
+
+    async def release(self, nbytes: int) -> None:
+        async with self._room:
+            self.bytes -= nbytes
+            self._room.notify_all()
+
+    def close(self) -> None:
+        self.decoder.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(view: DaemonView, config: Http, metrics):
+    """The FastAPI application over a running daemon (responses are counted by http_server.counted)."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.responses import JSONResponse, Response, StreamingResponse
         from starlette.concurrency import run_in_threadpool
+        from starlette.requests import ClientDisconnect
     except ImportError as exc:
         raise MissingDependencyError("fastapi (HTTP API)", "daemon") from exc
 
     app = FastAPI(title="edgeport daemon", version="1", docs_url=None, redoc_url=None)
+    app.state.uploads = uploads = Uploads(config.batching, metrics)
 
-    def problem(status: int, detail: str, route: str) -> JSONResponse:
-        view.count_request(route, status)
-        return JSONResponse({"error": detail}, status_code=status)
+    def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:  # logged once by http_server
+        return problem(500, "internal error; see the daemon's log", CLOSE)
 
     @app.middleware("http")
     async def bearer_token(request: Request, call_next):
@@ -75,33 +125,30 @@ def create_app(view: DaemonView, config: Http):
             header = request.headers.get("authorization", "")
             scheme, _, given = header.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), config.token.encode()):
-                return problem(401, "missing or wrong bearer token", "auth")
+                return problem(401, "missing or wrong bearer token")
         return await call_next(request)
 
     @app.get("/health")
     def health() -> JSONResponse:
         body, ok = view.health()
-        view.count_request("/health", 200 if ok else 503)
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
-    def metrics() -> Response:
-        view.count_request("/metrics", 200)
-        return Response(view.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    def metrics_route() -> Response:
+        return Response(view.metrics_text(), media_type=CONTENT_TYPE)
 
-    def camera_state(camera: str, route: str, read) -> tuple[Any, JSONResponse | None]:
+    def camera_state(camera: str, read) -> tuple[Any, JSONResponse | None]:
         """(what `read(camera)` returns, None), or (None, a 404/503 problem response)."""
         if camera not in view.camera_ids:
-            return None, problem(404, f"no camera {camera!r}; cameras: {', '.join(view.camera_ids)}", route)
+            return None, problem(404, f"no camera {camera!r}; cameras: {', '.join(view.camera_ids)}")
         found = read(camera)
         if found is None:
-            return None, problem(503, f"camera {camera!r} has no frame yet", route)
-        view.count_request(route, 200)
+            return None, problem(503, f"camera {camera!r} has no frame yet", {"Retry-After": "1"})
         return found, None
 
     @app.get("/cameras/{camera}/latest")
     def latest(camera: str) -> JSONResponse:
-        found, failed = camera_state(camera, "/latest", view.latest)
+        found, failed = camera_state(camera, view.latest)
         if failed:
             return failed
         detections, info = found
@@ -109,14 +156,13 @@ def create_app(view: DaemonView, config: Http):
 
     @app.get("/cameras/{camera}/snapshot.jpg")
     def snapshot(camera: str) -> Response:
-        jpeg, failed = camera_state(camera, "/snapshot", view.snapshot_jpeg)
+        jpeg, failed = camera_state(camera, view.snapshot_jpeg)
         return failed or Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/cameras/{camera}/stream.mjpg")
     async def stream(camera: str, request: Request):
         if camera not in view.camera_ids:
-            return problem(404, f"no camera {camera!r}", "/stream")
-        view.count_request("/stream", 200)
+            return problem(404, f"no camera {camera!r}")
         interval = 1.0 / config.stream_fps
 
         async def frames():
@@ -133,75 +179,100 @@ def create_app(view: DaemonView, config: Http):
 
     @app.post("/detect")
     async def detect(request: Request) -> JSONResponse:
-        route = "/detect"
+        started = time.monotonic()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in CONTENT_TYPES:
             return problem(415, f"unsupported content type {content_type or '(none)'!r}; send the image bytes as "
-                                f"one of: {', '.join(CONTENT_TYPES)}", route)
+                                f"one of: {', '.join(CONTENT_TYPES)}")
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
-                return problem(400, "invalid Content-Length", route)
+                return problem(400, "invalid Content-Length")
             if int(declared) > config.max_upload_bytes:
                 return problem(413, f"upload of {int(declared):,} bytes exceeds the limit of "
-                                    f"{config.max_upload_bytes:,}", route)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > config.max_upload_bytes:
-                return problem(413, f"upload exceeds the limit of {config.max_upload_bytes:,} bytes", route)
+                                    f"{config.max_upload_bytes:,}", CLOSE)
+        if not uploads.enter():
+            metrics.http_refused.inc("queue_full")
+            return problem(503, "busy (upload queue full): retry shortly", {"Retry-After": "1"})
+        try:
+            return await _detect_admitted(request, content_type, started, declared)
+        finally:
+            uploads.leave()
+
+    async def _detect_admitted(request, content_type: str, started: float, declared: str | None) -> JSONResponse:
+        deadline = started + config.batching.deadline_ms / 1000
+        reserved = 2 * (int(declared) if declared is not None else config.max_upload_bytes)  # chunks, then joined
+        if not await uploads.reserve(reserved, deadline - time.monotonic()):
+            metrics.http_refused.inc("memory")
+            return problem(503, "busy (upload bytes in flight): retry shortly", {"Retry-After": "1"})
+        try:
+            placed = await _receive_and_place(request, content_type)
+        finally:
+            await uploads.release(reserved)
+        if isinstance(placed, JSONResponse):
+            return placed
+        (canvas, placement), found = placed
+        try:
+            future = view.submit_upload(Job(canvas, placement, deadline))
+        except QueueFull:
+            metrics.http_refused.inc("queue_full")
+            return problem(503, "busy (model queue full): retry shortly", {"Retry-After": "1"})
+        try:
+            detections = await asyncio.wait_for(asyncio.wrap_future(future), max(0.0, deadline - time.monotonic()))
+        except (asyncio.TimeoutError, DeadlineExceeded):
+            metrics.http_refused.inc("deadline")
+            return problem(504, f"no answer within the deadline of {config.batching.deadline_ms:g} ms")
+        elapsed_ms = (time.monotonic() - started) * 1000
+        metrics.http_request_ms.observe(elapsed_ms)
+        return JSONResponse({**detections.to_dict(), "format": found, "latency_ms": round(elapsed_ms, 2)})
+
+    async def _receive_and_place(request, content_type: str):
+        """((canvas, placement), format) of the upload, or the problem response that refuses it."""
+        try:
+            body = await _read_body(request)
+        except asyncio.TimeoutError:
+            metrics.http_refused.inc("body_timeout")
+            return problem(408, f"the upload did not arrive within {config.body_timeout_s:g} s", CLOSE)
+        except _TooLarge:
+            return problem(413, f"upload exceeds the limit of {config.max_upload_bytes:,} bytes", CLOSE)
+        except ClientDisconnect:  # nobody to answer: counted as 499, nothing logged
+            return problem(CLIENT_GONE, "client closed the connection during the upload")
+        return await _place(body, content_type)
+
+    async def _read_body(request) -> bytes:
+        """The whole body (one join of the chunks) within body_timeout_s; raises TimeoutError or _TooLarge."""
+        async def read() -> list[bytes]:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > config.max_upload_bytes:
+                    raise _TooLarge()
+                chunks.append(chunk)
+            return chunks
+
+        return b"".join(await asyncio.wait_for(read(), config.body_timeout_s))
+
+    async def _place(body: bytes, content_type: str):
+        """((canvas, placement), format) of an upload, or the problem response that refuses it."""
         if not body:
-            return problem(422, "empty body: send the image bytes", route)
-        found = sniff_format(bytes(body[:16]))
+            return problem(422, "empty body: send the image bytes")
+        found = sniff_format(body[:16])
         if found is None or found not in CONTENT_TYPES[content_type]:
             what = f"{found.upper()} data" if found else "not an image this API reads"
-            return problem(415, f"content is {what}; declared {content_type}", route)
-        started = time.perf_counter()
+            return problem(415, f"content is {what}; declared {content_type}")
+        loop = asyncio.get_running_loop()
         try:
-            detections = await run_in_threadpool(view.detect_bytes, bytes(body), config.max_pixels)
+            placed = await loop.run_in_executor(uploads.decoder, view.place_upload, body, config.max_pixels)
         except ImageTooLargeError as exc:
-            return problem(413, str(exc), route)
+            return problem(413, str(exc))
         except UnsupportedImageError as exc:
-            return problem(415, str(exc), route)
+            return problem(415, str(exc))
         except (CorruptImageError, EmptyImageError, NotAnImageError, ImageError) as exc:
-            return problem(422, str(exc), route)
-        view.count_request(route, 200)
-        return JSONResponse({**detections.to_dict(), "format": found,
-                             "latency_ms": round((time.perf_counter() - started) * 1000, 2)})
+            return problem(422, str(exc))
+        return placed, found
 
     return app
 
 
-class HttpServer:
-    """uvicorn serving `create_app` in a background thread; `port` is the bound port once started."""
-
-    def __init__(self, view: DaemonView, config: Http) -> None:
-        try:
-            import uvicorn
-        except ImportError as exc:
-            raise MissingDependencyError("uvicorn (HTTP API)", "daemon") from exc
-        self.config = config
-        app = create_app(view, config)
-        self._server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                                     lifespan="off", access_log=False, limit_concurrency=64,
-                                                     timeout_keep_alive=5))
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
-
-    def start(self, timeout: float = 10.0) -> int:
-        """Start serving; return the bound port. Raises ConfigError when the address cannot be bound."""
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ConfigError(f"http: cannot listen on {self.config.host}:{self.config.port} (address in use "
-                                  "or not allowed); change http.port or http.host")
-            time.sleep(0.02)
-        return self.port
-
-    @property
-    def port(self) -> int:
-        return self._server.servers[0].sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
+class _TooLarge(Exception):
+    """A body without Content-Length grew past max_upload_bytes."""

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from edgeport.daemon.batcher import Job, ModelTurns, http_batcher
 from edgeport.daemon.config import DaemonConfig
 from edgeport.daemon.events import Event, SnapshotStore, Tracker
 from edgeport.daemon.faults import Faults
@@ -33,6 +34,8 @@ from edgeport.runtime.detections import Detections
 from edgeport.runtime.detector import Detector
 from edgeport.runtime.draw import draw
 from edgeport.runtime.image_io import decode_bytes
+from edgeport.runtime.options import RuntimeOptions, shared_core_threads
+from edgeport.runtime.preprocess import Letterbox
 
 log = logging.getLogger("edgeport.daemon")
 
@@ -139,13 +142,13 @@ class Daemon:
     def __init__(self, config: DaemonConfig, *, detector: Detector | None = None,
                  source_factory: Callable[..., FrameSource] = make_source) -> None:
         self.config = config
-        self.detector = detector or Detector(config.model, backend=config.backend, threads=config.threads,
-                                             conf=config.conf, iou=config.iou,
-                                             backend_options={"device": config.device} if config.device else None)
-        self._detector_lock = threading.Lock()
+        self.detector = detector or RuntimeOptions(
+            backend=config.backend, threads=config.threads or shared_core_threads(), providers=tuple(config.providers),
+            device=config.device, spin=config.spin).open(config.model, conf=config.conf, iou=config.iou)
         self.metrics = Metrics()
         self.faults = Faults()
         install_log_filter()
+        self.turns = ModelTurns(on_wait=lambda user, ms: self.metrics.model_wait_ms.observe(ms, user))
         self.camera_ids = [camera.id for camera in config.cameras]
         self.captures = {c.id: CaptureThread(c, source_factory, on_state=self._on_state) for c in config.cameras}
         self._frame_ready = threading.Event()
@@ -153,7 +156,6 @@ class Daemon:
             capture.on_frame = self._frame_ready.set
         self._stop = threading.Event()
         self._started = time.monotonic()
-        self._busy_since: float | None = None
         self.stalled = False
         self.processed = 0
         self._fps_times = {cid: deque(maxlen=512) for cid in self.camera_ids}
@@ -176,11 +178,12 @@ class Daemon:
                 self.faults.notice(self.spool.recovered)
             self.mqtt = MqttLink(config.mqtt, self.spool, self.metrics, self.camera_ids, self.detector.names,
                                  self.faults)
-        self.http = None
+        self.http = self.batcher = None
         if config.http:
-            from edgeport.daemon.http import HttpServer
+            from edgeport.daemon.http_server import HttpServer
 
-            self.http = HttpServer(self, config.http)
+            self.batcher = http_batcher(config.http.batching, self._run_http_batch, self.metrics)
+            self.http = HttpServer(self, config.http, self.metrics)
         self.sinks: list[SinkWorker] = [SinkWorker("events", self._handle_events, config.sink_queue)]
         if self.jsonl:
             self.sinks.append(SinkWorker("jsonl", lambda r: self.jsonl.write(r.payload()), config.sink_queue))
@@ -238,6 +241,7 @@ class Daemon:
             self.mqtt.stop()
         if self.http:
             self.http.stop()
+            self.batcher.stop()
         if self.spool:  # after HTTP: /health reads the spool until the server is down
             self.spool.close()
         if self.jsonl:
@@ -276,19 +280,13 @@ class Daemon:
                 return
 
     def _infer(self, frames: list[Frame]) -> None:
-        images = [cv2.cvtColor(frame.bgr, cv2.COLOR_BGR2RGB) for frame in frames]
-        fixed = self.detector.batch_size
-        if fixed > 1 and len(images) < fixed:  # a fixed-batch model: pad with copies, ignore their results
-            images += [images[-1]] * (fixed - len(images))
-        self._busy_since = time.monotonic()
         started = time.perf_counter()
-        with self._detector_lock:
-            results = self.detector.detect_rgb(images)[:len(frames)]
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        self._busy_since = None
-        if self.stalled:
-            log.warning("inference completed again after a stall")
-            self.stalled = False
+        tensor, placements = self.detector.preprocess([cv2.cvtColor(f.bgr, cv2.COLOR_BGR2RGB) for f in frames])
+        with self.turns.turn("camera") as waited_ms:  # busy (for the watchdog) only while the model runs
+            outputs = self.detector.infer(tensor)
+        self._model_returned()
+        results = self.detector.postprocess(outputs, placements)
+        elapsed_ms = (time.perf_counter() - started) * 1000 - waited_ms
         now = time.monotonic()
         for frame, detections in zip(frames, results):
             result = Result(frame, detections, elapsed_ms / len(frames))
@@ -305,6 +303,11 @@ class Daemon:
                 if not sink.offer(result):
                     self.metrics.dropped.inc(frame.camera, f"sink_{sink.name}_full")
 
+    def _model_returned(self) -> None:
+        if self.stalled:
+            log.warning("inference completed again after a stall")
+            self.stalled = False
+
     def _ping(self) -> None:
         """WATCHDOG=1 from the loop itself, at half the interval systemd expects."""
         if not self._watchdog_usec or self.stalled:
@@ -318,7 +321,7 @@ class Daemon:
         """A stuck inference: health turns 503 and systemd is told at once (it restarts the service)."""
         limit = self.config.watchdog.stall_s
         while not self._stop.wait(min(1.0, limit / 4)):
-            busy = self._busy_since
+            busy = self.turns.busy_since
             if busy is not None and time.monotonic() - busy > limit and not self.stalled:
                 self.stalled = True
                 log.error("inference stuck for more than %.1f s: asking the service manager to restart", limit)
@@ -376,6 +379,8 @@ class Daemon:
             out = {(f"sink_{s.name}",): float(s.depth) for s in self.sinks}
             if self.spool is not None:
                 out[("mqtt_spool",)] = float(len(self.spool))
+            if self.batcher is not None:
+                out[("http_batcher",)] = float(self.batcher.depth)
             return out
 
         self.metrics.fps.bind(fps)
@@ -436,10 +441,19 @@ class Daemon:
         self._jpeg_cache[camera] = (result.frame.index, jpeg)
         return jpeg
 
-    def detect_bytes(self, data: bytes, max_pixels: int) -> Detections:
-        rgb = decode_bytes(data, exif=True, max_pixels=max_pixels)
-        with self._detector_lock:
-            return self.detector.detect_rgb([np.ascontiguousarray(rgb)])[0]
+    # -- POST /detect: decode in the HTTP decode pool, then the batcher -------------------------------
+    def _run_http_batch(self, canvases: np.ndarray, placements) -> list[Detections]:
+        tensor = self.detector.to_tensor(canvases)
+        with self.turns.turn("http"):
+            outputs = self.detector.infer(tensor)
+        self._model_returned()
+        return self.detector.postprocess(outputs, placements)
 
-    def count_request(self, route: str, status: int) -> None:
-        self.metrics.http_requests.inc(route, str(status))
+    def place_upload(self, data: bytes, max_pixels: int) -> tuple[np.ndarray, Letterbox]:
+        """Decode an upload (EXIF applied) and letterbox it: (model-size canvas, placement). Raises ImageError."""
+        return self.detector.place(decode_bytes(data, exif=True, max_pixels=max_pixels))
+
+    def submit_upload(self, job: Job):
+        """Queue a placed upload for the model; a Future of its Detections. Raises QueueFull."""
+        return self.batcher.submit(job)
+

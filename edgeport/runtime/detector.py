@@ -35,8 +35,9 @@ from edgeport.runtime.image_io import (
     load_for_model,
     load_image,
 )
+from edgeport.runtime.options import RuntimeOptions
 from edgeport.runtime.postprocess import decode_outputs, dequantize, select_and_nms
-from edgeport.runtime.preprocess import Letterbox, letterbox, to_input_tensor
+from edgeport.runtime.preprocess import Letterbox, letterbox, letterbox_batch, to_input_tensor
 
 
 @dataclass(frozen=True)
@@ -122,23 +123,27 @@ def load_record(backend: Backend) -> ArtifactRecord:
 class Detector:
     """An opened artifact that turns images into `Detections`.
 
-    model: path of an artifact (.onnx, .tflite, ...). backend: registry name to override the
-    choice by file type. threads: interpreter threads (None: every core).
-    exif: apply EXIF orientation to encoded images. max_pixels: decompression-bomb limit.
-    backend_options: passed to the backend (e.g. {"device": "usb:0"} for the Edge TPU,
-    {"providers": ["cuda", "cpu"]} for onnxruntime's execution providers).
+    model: path of an artifact (.onnx, .tflite, ...). backend, threads, providers, device, spin: the
+    runtime options (see edgeport.runtime.options.RuntimeOptions, the one place that maps them to the
+    backend). exif: apply EXIF orientation to encoded images. max_pixels: decompression-bomb limit.
+    backend_options: extra backend constructor arguments (tests, stand-ins).
     Raises ModelNotFoundError, CorruptModelError, MetadataMissingError, ArtifactMismatchError,
     BackendError or MissingDependencyError.
     """
 
     def __init__(self, model: str | Path, *, backend: str | None = None, threads: int | None = None,
+                 providers: Sequence[str] = (), device: str | None = None, spin: bool = False,
                  conf: float = 0.25, iou: float = 0.45, max_det: int = 300, multi_label: bool = False,
                  agnostic: bool = False, exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
                  backend_options: dict[str, Any] | None = None) -> None:
         self.path = Path(model)
         if not self.path.exists():  # a file, or a directory artifact (.mlpackage)
             raise ModelNotFoundError(f"model not found: {self.path}")
-        self.backend: Backend = backend_for(self.path, backend)(self.path, threads=threads, **(backend_options or {}))
+        self.options = RuntimeOptions(backend=backend, threads=threads, providers=tuple(providers), device=device,
+                                      spin=spin)
+        backend_class = backend_for(self.path, backend)
+        kwargs = {**self.options.backend_kwargs(backend_class.name), **(backend_options or {})}
+        self.backend: Backend = backend_class(self.path, **kwargs)
         self.record = load_record(self.backend)
         self.nms = NmsOptions(conf=conf, iou=iou, max_det=max_det, multi_label=multi_label, agnostic=agnostic)
         self.exif = exif
@@ -176,18 +181,39 @@ class Detector:
 
         `interpolation` overrides the record's ("area" or "linear") for this call.
         """
-        pad = self.record.preprocess.pad_value
-        how = interpolation or self.record.preprocess.interpolation
-        placed = [letterbox(image, self.record.imgsz, pad, how) for image in images_rgb]
-        canvases = np.stack([canvas for canvas, _ in placed])
-        tensor = to_input_tensor(canvases, self._input, self.record.layout, self.record.preprocess.scale)
-        return tensor, [info for _, info in placed]
+        canvases, placements = letterbox_batch(images_rgb, self.record.imgsz, self.record.preprocess.pad_value,
+                                               interpolation or self.record.preprocess.interpolation)
+        return self.to_tensor(canvases), placements
+
+    def place(self, image_rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """Letterbox one RGB image onto its own model-size canvas (H, W, 3) uint8; see `detect_canvases`."""
+        return letterbox(image_rgb, self.record.imgsz, self.record.preprocess.pad_value,
+                         self.record.preprocess.interpolation)
+
+    def to_tensor(self, canvases: np.ndarray) -> np.ndarray:
+        """The model's input tensor from letterboxed uint8 canvases (B, H, W, 3)."""
+        return to_input_tensor(canvases, self._input, self.record.layout, self.record.preprocess.scale)
+
+    def detect_canvases(self, canvases: np.ndarray, placements: Sequence[Letterbox],
+                        nms: NmsOptions | None = None) -> list[Detections]:
+        """Detect on canvases that `place` letterboxed (B, H, W, 3), any B (see `infer`)."""
+        return self.postprocess(self.infer(self.to_tensor(canvases)), placements, nms)
 
     def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        """Invoke the model (one call per image when its batch size is fixed at 1); dequantized outputs."""
-        if self._batch_size == 1 and len(tensor) > 1:
-            parts = [self.backend.invoke(tensor[i:i + 1]) for i in range(len(tensor))]
-            raw = [np.concatenate(chunk, axis=0) for chunk in zip(*parts)]
+        """Invoke the model on a batch of any size; dequantized outputs, one row per image.
+
+        A model with a fixed batch N is invoked per N images, the last group padded with copies of its
+        last image (their rows dropped); a dynamic-batch model takes the whole batch in one invoke.
+        """
+        fixed, count = self._batch_size, len(tensor)
+        if fixed and count != fixed:
+            parts = []
+            for start in range(0, count, fixed):
+                group = tensor[start:start + fixed]
+                if len(group) < fixed:
+                    group = np.concatenate([group, np.repeat(group[-1:], fixed - len(group), axis=0)])
+                parts.append(self.backend.invoke(group))
+            raw = [np.concatenate(chunk, axis=0)[:count] for chunk in zip(*parts)]
         else:
             raw = self.backend.invoke(tensor)
         return {spec.name: dequantize(out, spec) for spec, out in zip(self.backend.outputs, raw)}

@@ -6,6 +6,7 @@ The calibration sets and the evaluation use these functions; nothing else resize
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -34,35 +35,64 @@ class Letterbox:
         return out
 
 
-def letterbox(rgb: np.ndarray, size_hw: tuple[int, int], pad_value: int = 114,
-              interpolation: str = "area") -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping the aspect ratio and pad to `size_hw`, centred; never stretch.
-
-    Returns (canvas (H, W, 3) uint8, Letterbox). interpolation "area": area averaging when
-    shrinking (no aliasing), bilinear when enlarging; "linear": bilinear always, as Ultralytics'
-    loaders and predictor do.
-    """
-    height, width = rgb.shape[:2]
+def _geometry(height: int, width: int, size_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(new_w, new_h, top, left) of an image placed on the model canvas, centred, never stretched."""
     target_h, target_w = size_hw
     ratio = min(target_h / height, target_w / width)
     new_w, new_h = max(1, min(target_w, round(width * ratio))), max(1, min(target_h, round(height * ratio)))
-    if (new_w, new_h) != (width, height):
-        flag = cv2.INTER_AREA if ratio < 1 and interpolation == "area" else cv2.INTER_LINEAR
-        rgb = cv2.resize(rgb, (new_w, new_h), interpolation=flag)
     pad_w, pad_h = (target_w - new_w) / 2, (target_h - new_h) / 2
-    top, left = round(pad_h - 0.1), round(pad_w - 0.1)
-    bottom, right = target_h - new_h - top, target_w - new_w - left
-    if top or bottom or left or right:
-        rgb = cv2.copyMakeBorder(rgb, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    return new_w, new_h, round(pad_h - 0.1), round(pad_w - 0.1)
+
+
+def letterbox(rgb: np.ndarray, size_hw: tuple[int, int], pad_value: int = 114,
+              interpolation: str = "area", out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio and pad to `size_hw`, centred; never stretch.
+
+    Returns (canvas (H, W, 3) uint8, Letterbox). The image is resized straight into its place on the
+    canvas (`out` when given, e.g. one slot of a batch) and only the bars are filled: no other copy.
+    interpolation "area": area averaging when shrinking (no aliasing), bilinear when enlarging;
+    "linear": bilinear always, as Ultralytics' loaders and predictor do.
+    """
+    height, width = rgb.shape[:2]
+    target_h, target_w = size_hw
+    new_w, new_h, top, left = _geometry(height, width, size_hw)
+    canvas = np.empty((target_h, target_w, 3), np.uint8) if out is None else out
+    canvas[:top] = pad_value
+    canvas[top + new_h:] = pad_value
+    canvas[top:top + new_h, :left] = pad_value
+    canvas[top:top + new_h, left + new_w:] = pad_value
+    place = canvas[top:top + new_h, left:left + new_w]
+    if (new_w, new_h) == (width, height):
+        place[...] = rgb
+    else:
+        flag = cv2.INTER_AREA if new_w < width and interpolation == "area" else cv2.INTER_LINEAR
+        cv2.resize(rgb, (new_w, new_h), dst=place, interpolation=flag)
     info = Letterbox(scale_x=new_w / width, scale_y=new_h / height, pad_x=left, pad_y=top, source_hw=(height, width))
-    return np.ascontiguousarray(rgb), info
+    return canvas, info
+
+
+def letterbox_batch(images_rgb, size_hw: tuple[int, int], pad_value: int = 114,
+                    interpolation: str = "area") -> tuple[np.ndarray, list[Letterbox]]:
+    """Letterbox every image straight into one (B, H, W, 3) uint8 batch; return it and the placements."""
+    batch = np.empty((len(images_rgb), *size_hw, 3), np.uint8)
+    return batch, [letterbox(rgb, size_hw, pad_value, interpolation, out=batch[i])[1]
+                   for i, rgb in enumerate(images_rgb)]
+
+
+@lru_cache(maxsize=16)
+def _quantize_table(dtype: str, scale: float, tensor_scale: float, zero_point: int) -> np.ndarray:
+    """The quantized value of every uint8 pixel: round(pixel * scale / tensor_scale) + zero_point, clipped."""
+    info = np.iinfo(dtype)
+    real = np.arange(256, dtype=np.float64) * scale
+    return np.clip(np.round(real / tensor_scale) + zero_point, info.min, info.max).astype(dtype)
 
 
 def to_input_tensor(canvases: np.ndarray, spec: TensorSpec, layout: str, scale: float = 1 / 255) -> np.ndarray:
-    """Turn letterboxed uint8 canvases (B, H, W, 3) into the model's input tensor.
+    """Turn letterboxed uint8 canvases (B, H, W, 3) into the model's input tensor, in one pass.
 
     Float inputs get x * scale in the model's float type; integer inputs get the tensor's own
-    quantization (uint8 with scale 1/255 and zero point 0 passes the pixels through untouched).
+    quantization through a 256-entry table (uint8 with scale 1/255 and zero point 0 passes the
+    pixels through untouched, without a copy when the layout is NHWC).
     """
     batch = canvases
     if layout == "NCHW":
@@ -70,10 +100,8 @@ def to_input_tensor(canvases: np.ndarray, spec: TensorSpec, layout: str, scale: 
     if spec.quantized:
         if spec.dtype == "uint8" and spec.zero_point == 0 and abs(spec.scale * 255 - 255 * scale) < 1e-6:
             return np.ascontiguousarray(batch)
-        info = np.iinfo(spec.dtype)
-        real = batch.astype(np.float32) * scale
-        quant = np.round(real / spec.scale) + spec.zero_point
-        return np.ascontiguousarray(np.clip(quant, info.min, info.max).astype(spec.dtype))
+        table = _quantize_table(spec.dtype, float(scale), float(spec.scale), int(spec.zero_point))
+        return table[batch]  # fancy indexing writes a new C-contiguous array in the batch's (layout's) order
     if spec.dtype in ("uint8",):
         return np.ascontiguousarray(batch)
     out = np.empty(batch.shape, dtype=spec.dtype)

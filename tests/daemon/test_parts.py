@@ -9,7 +9,6 @@ import numpy as np
 
 from edgeport.daemon.config import Events
 from edgeport.daemon.events import SnapshotStore, Tracker, iou_matrix
-from edgeport.daemon.metrics import Metrics
 from edgeport.daemon.service import SinkWorker
 from edgeport.daemon.spool import Spool
 from edgeport.runtime.detections import Detections
@@ -84,23 +83,6 @@ def test_spool_peek_waits_for_a_put(tmp_path):
     started = time.monotonic()
     assert spool.peek(timeout=5)[2] == b"late"
     assert time.monotonic() - started < 4
-
-
-def test_metrics_render_prometheus_text():
-    metrics = Metrics()
-    metrics.frames.inc("front")
-    metrics.frames.inc("front")
-    for ms in (3, 30, 3000):
-        metrics.inference_ms.observe(ms, "front")
-    metrics.fps.bind(lambda: {("front",): 9.5})
-    text = metrics.render()
-    assert 'edgeport_frames_total{camera="front"} 2' in text
-    assert 'edgeport_inference_milliseconds_bucket{camera="front",le="5"} 1' in text
-    assert 'edgeport_inference_milliseconds_bucket{camera="front",le="35"} 2' in text
-    assert 'edgeport_inference_milliseconds_bucket{camera="front",le="+Inf"} 3' in text
-    assert 'edgeport_inference_milliseconds_count{camera="front"} 3' in text
-    assert 'edgeport_fps{camera="front"} 9.5' in text
-    assert "# TYPE edgeport_inference_milliseconds histogram" in text
 
 
 def test_a_slow_sink_drops_and_counts_instead_of_blocking():

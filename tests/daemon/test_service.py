@@ -86,11 +86,11 @@ class SlowOnce:
     def __getattr__(self, name):
         return getattr(self._detector, name)
 
-    def detect_rgb(self, images):
+    def infer(self, tensor):
         self.calls += 1
         if self.calls == self.at_call:
             time.sleep(self.seconds)
-        return self._detector.detect_rgb(images)
+        return self._detector.infer(tensor)
 
 
 def test_watchdog_reports_a_stuck_inference(tmp_path, onnx_artifact, camera_video, monkeypatch):

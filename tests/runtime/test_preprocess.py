@@ -222,3 +222,27 @@ def test_uint8_tensor_with_other_quantization_is_requantized():
     # pixel / 3 + 10: 0 -> 10, 60 -> 30, 100 -> 33.33 -> 43, 255 -> 95
     assert tensor[0, 0, 0].tolist() == [10, 30, 43, 95]
     assert tensor[0, 2, 0].tolist() == [10, 30, 43, 95]
+
+
+# --- one pass, no copies ------------------------------------------------------------------------
+
+
+def test_letterbox_batch_resizes_each_image_straight_into_its_slot():
+    from edgeport.runtime.preprocess import letterbox_batch
+
+    images = [_solid(480, 640, 10), _solid(640, 480, 20), _solid(320, 320, 30)]
+    batch, placements = letterbox_batch(images, (320, 320))
+    assert batch.shape == (3, 320, 320, 3) and batch.flags["C_CONTIGUOUS"]
+    for canvas, image, info in zip(batch, images, placements):
+        alone, alone_info = letterbox(image, (320, 320))
+        np.testing.assert_array_equal(canvas, alone)
+        assert info == alone_info
+    slot = batch[1]
+    canvas, _ = letterbox(images[0], (320, 320), out=slot)
+    assert np.shares_memory(canvas, batch) and np.array_equal(batch[1], letterbox(images[0], (320, 320))[0])
+
+
+def test_a_uint8_nhwc_input_is_the_canvas_itself():
+    canvases = _canvases()
+    spec = TensorSpec("images", (2, 4, 5, 3), "uint8", scale=1 / 255, zero_point=0)
+    assert to_input_tensor(canvases, spec, "NHWC") is canvases  # no copy

@@ -41,7 +41,10 @@ def resolve_providers(requested: list[str] | None, available: list[str]) -> list
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None,
+                 spin: bool = False) -> None:
+        """`threads`: intra-op threads (None: onnxruntime's default, one per core). `spin`: let idle worker
+        threads spin-wait for work (off: they sleep, which holds up when other threads share the cores)."""
         super().__init__(path, threads)
         try:
             import onnxruntime as ort
@@ -52,6 +55,9 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        spinning = "1" if spin else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         self.providers = resolve_providers(providers, ort.get_available_providers())
         try:
             self._session = ort.InferenceSession(str(path), options,
