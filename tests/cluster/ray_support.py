@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -156,3 +158,15 @@ def run_driver(args: list[str], timeout: float = 600) -> subprocess.CompletedPro
     """`python -m edgeport ARGS` as a Ray driver of its own (never a ray.init inside pytest)."""
     return subprocess.run([sys.executable, "-m", "edgeport", *args], env=cluster_env(), capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The two-node loopback cluster, started once for the session (Ray starts slowly on shared cores)."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="epray-", dir="/tmp"))  # short: Ray's socket paths have a limit
+    cluster = RayCluster(temp_dir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
