@@ -1,9 +1,9 @@
 """TFLite target: fp32, fp16 (weights), dynamic-range int8 and full-integer int8, NHWC input.
 
 Route: torch -> litert-torch (float flatbuffer) -> ai-edge-quantizer (no TensorFlow). The graph
-ends before the box decode: per level it outputs the raw DFL box logits and class logits, so an
-integer model never has to hold pixel coordinates and scores in one int8 scale; the runtime does
-the DFL expectation, anchor decode and sigmoid in float (decode kind "dfl").
+ends before the box decode: per level it outputs the raw box logits (DFL bins, or YOLO26's distances)
+and class logits, so an integer model never holds pixel coordinates and scores in one int8 scale;
+the runtime decodes in float (decode kind "dfl"; top-k instead of NMS for one-to-one heads).
 """
 
 from __future__ import annotations
@@ -24,38 +24,6 @@ from edgeport.errors import ConversionError, MissingDependencyError, Unsupported
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 PERCENTILE_TEXT = "99.99th, mean over calibration images"
 IO_TYPES = ("uint8", "int8", "float")
-
-
-def _raw_head_module(detection_model):
-    """Wrap an Ultralytics DetectionModel: NHWC float input -> per level (box logits, class logits)."""
-    import torch
-
-    head = detection_model.model[-1]
-    if not hasattr(head, "cv2") or not hasattr(head, "reg_max"):
-        raise UnsupportedModelError(f"the last layer is {type(head).__name__}, not a YOLOv8-style Detect head")
-
-    class RawHead(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = detection_model
-
-        def forward(self, image_nhwc):
-            x = image_nhwc.permute(0, 3, 1, 2)
-            saved = []
-            for layer in self.model.model[:-1]:
-                if layer.f != -1:
-                    x = saved[layer.f] if isinstance(layer.f, int) else [x if j == -1 else saved[j] for j in layer.f]
-                x = layer(x)
-                saved.append(x if layer.i in self.model.save else None)
-            feats = [x if j == -1 else saved[j] for j in head.f]
-            outputs = []
-            for level, feat in enumerate(feats):
-                box, cls = head.cv2[level](feat), head.cv3[level](feat)
-                outputs.append(box.permute(0, 2, 3, 1).reshape(1, -1, box.shape[1]))
-                outputs.append(cls.permute(0, 2, 3, 1).reshape(1, -1, cls.shape[1]))
-            return tuple(outputs)
-
-    return RawHead().eval(), head
 
 
 def _signature_io(path: Path) -> tuple[TensorSpec, list[TensorSpec]]:
@@ -136,18 +104,19 @@ def _quantize_float_ops(float_path: Path, out: Path, precision: str) -> None:
     qt.quantize().export_model(str(out), overwrite=True)
 
 
-def build_record(path: Path, names: tuple[str, ...], size: int, strides: list[int], reg_max: int, precision: str,
-                 prov: dict) -> ArtifactRecord:
-    """The record of a raw-head .tflite, read from the file itself (tensor names, dtypes, quantization)."""
+def build_record(path: Path, source, precision: str, prov: dict) -> ArtifactRecord:
+    """The record of a raw-head .tflite of SourceModel `source`, read from the file itself (tensor names,
+    dtypes, quantization); one-to-one heads decode with top-k, no NMS."""
     inp, outputs = _signature_io(path)
+    size = source.imgsz
     levels = tuple({"box": outputs[2 * i].name, "cls": outputs[2 * i + 1].name, "stride": stride,
-                    "grid": [size // stride, size // stride]} for i, stride in enumerate(strides))
+                    "grid": [size // stride, size // stride]} for i, stride in enumerate(source.strides))
     return ArtifactRecord(
-        names=names, imgsz=(size, size), layout="NHWC", inputs=(inp,),
+        names=source.names, imgsz=(size, size), layout="NHWC", inputs=(inp,),
         outputs=tuple(outputs), preprocess=Preprocess(),
         decode=Decode(kind="dfl", boxes="", scores="", box_format="ltrb", normalized=False, levels=levels,
-                      reg_max=reg_max),
-        target="tflite", precision=precision, provenance=prov)
+                      reg_max=source.reg_max, nms=not source.one_to_one),
+        target="tflite", precision=precision, provenance={**prov, "head": source.describe()})
 
 
 def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
@@ -178,20 +147,12 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
         import torch
     except ImportError as exc:
         raise MissingDependencyError("litert-torch", "convert") from exc
-    from edgeport.convert.ultralytics_env import load_ultralytics
+    from edgeport.convert.source import load_source
 
     say = options.progress or (lambda line: None)
-    load_ultralytics()
-    from ultralytics import YOLO
-
-    yolo = YOLO(str(source))
-    if yolo.task != "detect":
-        raise UnsupportedModelError(f"{source}: task {yolo.task!r} is not supported; only detection models")
-    size = options.imgsz or int(yolo.model.args.get("imgsz", 640))
-    names = tuple(str(yolo.names[i]) for i in sorted(yolo.names))
-    net = yolo.model.float().eval().fuse(verbose=False)  # conv+bn fused, as Ultralytics' export does
-    module, head = _raw_head_module(net)
-    strides = [int(v) for v in head.stride.tolist()]
+    loaded = load_source(source, options.imgsz)  # conv+bn fused, as Ultralytics' export does
+    size = loaded.imgsz
+    module = loaded.raw_head("NHWC")
     calibration = None
     if precision == "int8":
         from edgeport.calibration import build_calibration_set, describe_coverage
@@ -211,7 +172,8 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     os.environ.setdefault("TQDM_DISABLE", "1")  # ai-edge-quantizer's per-tensor bars would flood logs
     with tempfile.TemporaryDirectory(prefix="edgeport-tflite-") as tmp:
         float_path = Path(tmp) / "float.tflite"
-        say(f"tflite: converting {source.name} with litert-torch (NHWC {size}x{size}, raw DFL head)")
+        say(f"tflite: converting {source.name} with litert-torch (NHWC {size}x{size}, {loaded.family}, raw "
+            f"{loaded.head_kind} head cut before the decode)")
         try:
             with torch.no_grad():
                 litert_torch.convert(module, (torch.zeros(1, size, size, 3),)).export(str(float_path))
@@ -234,7 +196,7 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
                     from edgeport.convert.fallback import accuracy_fallback
 
                     def record_for(path: Path, label: str) -> ArtifactRecord:
-                        return build_record(path, names, size, strides, int(head.reg_max), label, prov)
+                        return build_record(path, loaded, label, prov)
 
                     prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt, calibration, options,
                                                          record_for, say)
@@ -245,7 +207,7 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     from edgeport.convert.tflite_ops import float_ops
 
     prov["ops_left_in_float"] = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []
-    record = build_record(out, names, size, strides, int(head.reg_max), precision, prov)
+    record = build_record(out, loaded, precision, prov)
     write_sidecar(out, record)
     inp = record.inputs[0]
     if precision == "int8":
