@@ -13,15 +13,10 @@ from typing import Any, Callable
 from edgeport.artifact import ArtifactRecord, artifact_size
 from edgeport.errors import ConversionError, ModelNotFoundError, UnsupportedModelError
 
+from edgeport.convert.targets import REGISTRY
+
 # target -> "module:function"; each function is convert(model: Path, options: ConvertOptions) -> Artifact
-TARGETS: dict[str, str] = {
-    "onnx": "edgeport.convert.onnx_target:convert_onnx",
-    "tflite": "edgeport.convert.tflite_target:convert_tflite",
-    "edgetpu": "edgeport.convert.edgetpu_target:convert_edgetpu",
-    "onnx-web": "edgeport.convert.onnx_web_target:convert_onnx_web",
-    "tensorrt": "edgeport.convert.tensorrt_target:convert_tensorrt",
-    "coreml": "edgeport.convert.coreml_target:convert_coreml",
-}
+TARGETS: dict[str, str] = {target.name: target.entry for target in REGISTRY}
 
 
 @dataclass(frozen=True)
