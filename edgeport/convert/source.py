@@ -141,23 +141,33 @@ def _modules():
     return RawHead, Decoded
 
 
+_LOADED: dict[tuple, SourceModel] = {}  # one load per file version and size in a process (--target all)
+
+
 def load_source(path: str | Path, imgsz: int | None = None) -> SourceModel:
-    """Load an Ultralytics .pt detector once (fused, float32, eval) and classify its head.
+    """Load an Ultralytics .pt detector once (fused, float32, eval) and classify its head; a later call
+    for the same unchanged file and size returns the same SourceModel.
 
     Raises UnsupportedModelError for a non-detection task or a head edgeport cannot decode, naming it.
     """
-    from edgeport.convert.ultralytics_env import load_ultralytics
-
-    load_ultralytics()
-    from ultralytics import YOLO
-
     path = Path(path)
     if path.suffix.lower() != ".pt":
         raise UnsupportedModelError(f"{path}: this target converts from the Ultralytics .pt (PyTorch) model")
-    yolo = YOLO(str(path))
-    if yolo.task != "detect":
-        raise UnsupportedModelError(f"{path}: task {yolo.task!r} is not supported; only detection models")
-    return source_from_model(yolo.model, path, imgsz)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, imgsz)
+    if key not in _LOADED:
+        from edgeport.convert.ultralytics_env import load_ultralytics
+
+        load_ultralytics()
+        from ultralytics import YOLO
+
+        yolo = YOLO(str(path))
+        if yolo.task != "detect":
+            raise UnsupportedModelError(f"{path}: task {yolo.task!r} is not supported; only detection models")
+        if len(_LOADED) >= 4:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = source_from_model(yolo.model, path, imgsz)
+    return _LOADED[key]
 
 
 def source_from_model(model, path: Path, imgsz: int | None = None) -> SourceModel:

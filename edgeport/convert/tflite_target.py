@@ -55,8 +55,8 @@ def build_record(path: Path, source, precision: str, prov: dict) -> ArtifactReco
         target="tflite", precision=precision, provenance={**prov, "head": source.describe()})
 
 
-def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
-    """Write DIR/<stem>_<precision>.tflite and its sidecar record; return the Artifact."""
+def check_options(source: Path, options: ConvertOptions) -> ConvertOptions:
+    """Refuse, before any work, what this target cannot do; return the options with defaults filled in."""
     if options.calibration_method is None:
         options = replace(options, calibration_method="minmax")
     precision, io = options.precision, options.io
@@ -78,28 +78,86 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     if precision == "int8" and options.data is None:
         raise ConversionError("tflite: --int8 needs representative images: pass --data DATA.yaml, an image folder "
                               "or a video")
+    return options
+
+
+def export_float(loaded, float_path: Path) -> None:
+    """The float flatbuffer of the SourceModel's raw head (NHWC input), written by litert-torch."""
     try:
         import litert_torch
         import torch
     except ImportError as exc:
         raise MissingDependencyError("litert-torch", "convert") from exc
+    size = loaded.imgsz
+    try:
+        with torch.no_grad():
+            litert_torch.convert(loaded.raw_head("NHWC"), (torch.zeros(1, size, size, 3),)).export(str(float_path))
+    except Exception as exc:
+        raise ConversionError(f"tflite: litert-torch conversion failed: {str(exc).splitlines()[0]}") from exc
+
+
+def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertOptions, prov: dict, say) -> None:
+    """Write `out` at options.precision from the float flatbuffer (int8: calibrated, optional int16 fallback)."""
+    precision, io = options.precision, options.io
+    try:
+        if precision == "fp32":
+            out.write_bytes(float_path.read_bytes())
+        elif precision in ("fp16", "dynamic"):
+            say(f"tflite: quantizing ({precision}) with ai-edge-quantizer")
+            quantize_float_ops(float_path, out, precision)
+        else:
+            say(f"tflite: quantizing (int8, I/O {io}) with ai-edge-quantizer")
+            from edgeport.convert.tflite_ranges import apply_method
+
+            stats = apply_method(calibration_stats(float_path, calibration), float_path, calibration,
+                                 options.calibration_method)
+            qt = quantize_int8(float_path, out, io, stats)
+            if options.fallback and options.max_drop is not None:
+                from edgeport.convert.fallback import accuracy_fallback
+
+                def record_for(path: Path, label: str) -> ArtifactRecord:
+                    return build_record(path, loaded, label, prov)
+
+                prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt, calibration, options,
+                                                     record_for, say)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"tflite: quantization failed: {str(exc).splitlines()[0]}") from exc
+
+
+def describe_integer(record: ArtifactRecord, prov: dict, io: str) -> str:
+    """One line on how integer the int8 model is (full-integer, ops left in float, int16 layers)."""
+    inp = record.inputs[0]
+    if io == "float":
+        return ("tflite: int8 inside with float32 input and output (QUANTIZE/DEQUANTIZE at the boundary); not "
+                "full-integer, not Edge TPU ready")
+    if prov["ops_left_in_float"]:
+        return f"tflite: {len(prov['ops_left_in_float'])} ops left in float: {', '.join(prov['ops_left_in_float'][:12])}"
+    if prov.get("fallback", {}).get("int16_layers"):
+        return (f"tflite: integer, but {len(prov['fallback']['int16_layers'])} layers keep int16 activations: "
+                "not fully Edge TPU mapped")
+    return f"tflite: full-integer: every op int8, input {inp.dtype} (scale {inp.scale:.6f}, zero point {inp.zero_point})"
+
+
+def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
+    """Write DIR/<stem>_<precision>.tflite and its sidecar record; return the Artifact."""
+    options = check_options(source, options)
+    precision, io = options.precision, options.io
     from edgeport.convert.source import load_source
 
     say = options.progress or (lambda line: None)
     loaded = load_source(source, options.imgsz)  # conv+bn fused, as Ultralytics' export does
-    size = loaded.imgsz
-    module = loaded.raw_head("NHWC")
     calibration = None
     if precision == "int8":
         from edgeport.calibration import build_calibration_set, describe_coverage
 
-        calibration = build_calibration_set(options.data, imgsz=size, n=options.calibration_images,
+        calibration = build_calibration_set(options.data, imgsz=loaded.imgsz, n=options.calibration_images,
                                             out_dir=options.calibration_dir, progress=options.progress is not None)
         say(describe_coverage(calibration))
-    stem = options.name or source.stem
     suffix = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic_int8",
               "int8": "full_integer_int8" if io != "float" else "int8_float_io"}[precision]
-    out = options.out_dir / f"{stem}_{suffix}.tflite"
+    out = options.out_dir / f"{options.name or source.stem}_{suffix}.tflite"
     prov = {**provenance(source, options.command, calibration.sha256 if calibration else None),
             "calibration_method": (f"percentile ({PERCENTILE_TEXT})" if options.calibration_method == "percentile"
                                    else "minmax (moving average, ai-edge-quantizer)") if calibration else "none",
@@ -108,55 +166,16 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     os.environ.setdefault("TQDM_DISABLE", "1")  # ai-edge-quantizer's per-tensor bars would flood logs
     with tempfile.TemporaryDirectory(prefix="edgeport-tflite-") as tmp:
         float_path = Path(tmp) / "float.tflite"
-        say(f"tflite: converting {source.name} with litert-torch (NHWC {size}x{size}, {loaded.family}, raw "
-            f"{loaded.head_kind} head cut before the decode)")
-        try:
-            with torch.no_grad():
-                litert_torch.convert(module, (torch.zeros(1, size, size, 3),)).export(str(float_path))
-        except Exception as exc:
-            raise ConversionError(f"tflite: litert-torch conversion failed: {str(exc).splitlines()[0]}") from exc
-        try:
-            if precision == "fp32":
-                out.write_bytes(float_path.read_bytes())
-            elif precision in ("fp16", "dynamic"):
-                say(f"tflite: quantizing ({precision}) with ai-edge-quantizer")
-                quantize_float_ops(float_path, out, precision)
-            else:
-                say(f"tflite: quantizing (int8, I/O {io}) with ai-edge-quantizer")
-                from edgeport.convert.tflite_ranges import apply_method
-
-                stats = apply_method(calibration_stats(float_path, calibration), float_path, calibration,
-                                     options.calibration_method)
-                qt = quantize_int8(float_path, out, io, stats)
-                if options.fallback and options.max_drop is not None:
-                    from edgeport.convert.fallback import accuracy_fallback
-
-                    def record_for(path: Path, label: str) -> ArtifactRecord:
-                        return build_record(path, loaded, label, prov)
-
-                    prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt, calibration, options,
-                                                         record_for, say)
-        except ConversionError:
-            raise
-        except Exception as exc:
-            raise ConversionError(f"tflite: quantization failed: {str(exc).splitlines()[0]}") from exc
+        say(f"tflite: converting {source.name} with litert-torch (NHWC {loaded.imgsz}x{loaded.imgsz}, "
+            f"{loaded.family}, raw {loaded.head_kind} head cut before the decode)")
+        export_float(loaded, float_path)
+        quantize(float_path, out, loaded, calibration, options, prov, say)
     from edgeport.convert.tflite_ops import float_ops
 
     prov["ops_left_in_float"] = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []
     record = build_record(out, loaded, precision, prov)
     write_sidecar(out, record)
-    inp = record.inputs[0]
     if precision == "int8":
-        if io == "float":
-            say("tflite: int8 inside with float32 input and output (QUANTIZE/DEQUANTIZE at the boundary); not "
-                "full-integer, not Edge TPU ready")
-        elif prov["ops_left_in_float"]:
-            say(f"tflite: {len(prov['ops_left_in_float'])} ops left in float: {', '.join(prov['ops_left_in_float'][:12])}")
-        elif prov.get("fallback", {}).get("int16_layers"):
-            say(f"tflite: integer, but {len(prov['fallback']['int16_layers'])} layers keep int16 activations: "
-                "not fully Edge TPU mapped")
-        else:
-            say(f"tflite: full-integer: every op int8, input {inp.dtype} (scale {inp.scale:.6f}, zero point "
-                f"{inp.zero_point})")
+        say(describe_integer(record, prov, io))
     say(f"tflite: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return Artifact(path=out, record=record)

@@ -55,7 +55,8 @@ def _branches(head):
 
 
 def _set_head_biases(model, batches) -> None:
-    """Shift the last class convolutions' biases so about TARGET_HITS of the anchors score above 0.5, and
+    """Shift the last class convolutions' biases so at least TARGET_HITS of the anchors, and one in each
+    image, score above 0.5, and
     (no-DFL heads) the box biases so every distance is positive."""
     import torch
 
@@ -65,9 +66,11 @@ def _set_head_biases(model, batches) -> None:
     with torch.no_grad():
         feats = [walk_backbone(model, torch.from_numpy(b)) for b in batches]
         for box_convs, cls_convs in _branches(head):
-            best = torch.cat([torch.cat([cls_convs[i](f[i]).amax(1).flatten() for i in range(len(f))])
-                              for f in feats])
-            shift = -float(torch.quantile(best, 1 - TARGET_HITS))
+            per_image = [torch.cat([cls_convs[i](f[i]).amax(1).flatten(1) for i in range(len(f))], 1)
+                         for f in feats]  # (images, anchors) best class logit
+            best = torch.cat(per_image)
+            # about TARGET_HITS of all anchors above 0.5, and at least one anchor in every image
+            shift = -min(float(torch.quantile(best.flatten(), 1 - TARGET_HITS)), float(best.amax(1).min()))
             for level in range(len(cls_convs)):
                 cls_convs[level][-1].bias += shift
             if head.reg_max == 1:
@@ -76,7 +79,7 @@ def _set_head_biases(model, batches) -> None:
                     box_convs[level][-1].bias += max(0.0, 0.3 - low)
 
 
-def build_family_model(family: str, out: Path, imgsz: int = 160, images: int = 32, seed: int = 0) -> Path:
+def build_family_model(family: str, out: Path, imgsz: int = 160, images: int = 16, seed: int = 0) -> Path:
     """Write out (an Ultralytics .pt) holding the family's nano detector for the sample's classes; return it.
 
     Raises KeyError for an unknown family.
