@@ -144,10 +144,11 @@ def judge(result: Agreement, precision: str) -> Agreement:
     return result
 
 
-def runnable_file(artifact) -> Path | None:
-    """The file this host can run for `artifact`: itself, its proxy, or an integer sibling it was built
-    from (an Edge TPU model); None when there is none."""
-    from edgeport.runtime.backends import runnable_here
+def open_runnable(artifact):
+    """A Detector on the file this host can run for `artifact`: itself, its proxy, or an integer sibling it
+    was built from (an Edge TPU model without the device); None when there is none."""
+    from edgeport.errors import BackendError, MissingDependencyError, ModelNotFoundError
+    from edgeport.runtime import Detector
 
     proxy = artifact.record.provenance.get("proxy")
     candidates = [artifact.path]
@@ -156,11 +157,16 @@ def runnable_file(artifact) -> Path | None:
     candidates += [p for p in artifact.extra_files if p.suffix in (".tflite", ".onnx")]
     for path in candidates:
         try:
-            if path.exists() and runnable_here(path):
-                return path
-        except Exception:  # an unknown file type: try the next candidate
+            return Detector(path)
+        except (BackendError, MissingDependencyError, ModelNotFoundError):  # not runnable here: try the next
             continue
     return None
+
+
+def runnable_file(artifact) -> Path | None:
+    """The path `open_runnable` opens, or None."""
+    detector = open_runnable(artifact)
+    return None if detector is None else detector.path
 
 
 def verify_artifact(artifact, source: Path, imgsz: int | None, data: Path | None,
@@ -169,13 +175,11 @@ def verify_artifact(artifact, source: Path, imgsz: int | None, data: Path | None
 
     Raises ConversionError naming the artifact when its detections do not agree with the float model's.
     """
-    from edgeport.runtime import Detector
-
-    path = runnable_file(artifact)
-    if path is None:
+    detector = open_runnable(artifact)
+    if detector is None:
         return {"checked": False, "reason": f"no backend on this host runs {artifact.path.name} or a proxy of it"}
+    path = detector.path
     reference = reference or FloatReference(source, imgsz)
-    detector = Detector(path)
     result = judge(measure(detector, reference, check_images(data)), artifact.record.precision)
     if result.problems:
         raise ConversionError(f"{artifact.path.name} does not agree with its float source {source.name} on "

@@ -80,8 +80,8 @@ def record_from_ultralytics(meta: dict[str, str], backend: Backend) -> ArtifactR
     if len(backend.outputs) != 1 or not (end2end or 4 + len(names) in shape[1:]):
         shapes = [list(o.shape) for o in backend.outputs]
         raise UnsupportedModelError(
-            f"{backend.path}: outputs {shapes} are neither one (1, 4 + {len(names)}, N) tensor nor one "
-            "(1, K, 6) NMS-free tensor (embedded-NMS exports with extra outputs are not supported)")
+            f"{backend.path}: outputs {shapes} are not one (1, 4 + {len(names)}, N) tensor, nor one (1, K, 6) "
+            "NMS-free tensor (embedded-NMS exports with extra outputs are not supported)")
     out = backend.outputs[0]
     # Ultralytics normalizes box coordinates in its TFLite exports, not in ONNX; its LiteRT route (NCHW
     # input) leaves NMS-free rows in pixels, its older TensorFlow route (NHWC) normalizes them too.
