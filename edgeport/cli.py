@@ -84,8 +84,9 @@ def convert_many_and_report(model: Path, names: list[str], args: argparse.Namesp
     result = convert_many(model, names, _convert_options(args, command), _say)
     for artifact in result.artifacts:
         print(artifact.path)
-    _say(f"convert: {len(result.artifacts)} artifacts written, {len(result.skipped)} skipped, "
-         f"{len(result.failed)} failed")
+    _say(f"convert: {len(result.artifacts)} artifacts written"
+         + "".join(f", {len(items)} {word}" for items, word in ((result.skipped, "skipped"), (result.failed, "failed"))
+                   if items))
     status = 0
     if is_data_yaml(args.data) and result.artifacts:
         has_float_onnx = any(a.record.target == "onnx" and a.record.precision == "fp32" for a in result.artifacts)
