@@ -61,7 +61,10 @@ class Decode:
     kind "split": `boxes` (1, N, 4) and `scores` (1, N, nc) tensors.
     kind "ultralytics": one tensor (1, 4 + nc, N), boxes as cx, cy, w, h then class scores.
     kind "dfl": per level (`levels`: box, cls tensor names, stride, grid) raw box distribution
-    logits (1, h*w, 4 * reg_max) and class logits (1, h*w, nc), decoded in the runtime.
+    logits (1, h*w, 4 * reg_max) and class logits (1, h*w, nc), decoded in the runtime; with
+    reg_max 1 (YOLO26, no DFL) the box tensor holds the ltrb distances in grid cells.
+    kind "end2end": one tensor (1, K, 6) x1, y1, x2, y2, score, class (Ultralytics' NMS-free exports).
+    `nms`: False for one-to-one (NMS-free) heads: the runtime keeps the top-k scores, never runs NMS.
     """
 
     kind: str = "split"
@@ -71,6 +74,7 @@ class Decode:
     normalized: bool = True  # boxes in 0..1 of the input size, else input pixels
     levels: tuple = ()
     reg_max: int = 16
+    nms: bool = True
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,50 @@ def _open(args: argparse.Namespace, model: Path, **options):
     return RuntimeOptions.from_args(args).open(model, max_pixels=args.max_pixels, **options)
 
 
+def _convert_options(args: argparse.Namespace, command: str, precision: str = "fp32"):
+    """ConvertOptions from the convert/quickstart arguments."""
+    from edgeport.convert import ConvertOptions
+
+    return ConvertOptions(out_dir=args.out, imgsz=getattr(args, "imgsz", None), opset=getattr(args, "opset", 17),
+                          name=getattr(args, "name", None), command=command, progress=_say, precision=precision,
+                          io=getattr(args, "io", "uint8"), data=args.data, calibration_images=args.calibration_images,
+                          calibration_dir=getattr(args, "calibration_dir", None) or args.out / "calib",
+                          calibration_method=getattr(args, "calibration_method", None),
+                          check=getattr(args, "check", True))
+
+
+def convert_many_and_report(model: Path, names: list[str], args: argparse.Namespace, command: str) -> int:
+    """Every target's default artifact (plus its integer variant with --data) into args.out, then the
+    report of the folder when --data is a DATA.yaml; exit status 2 when a target failed."""
+    from edgeport.convert.targets import convert_many
+    from edgeport.evaluate.dataset import is_data_yaml
+
+    result = convert_many(model, names, _convert_options(args, command), _say)
+    for artifact in result.artifacts:
+        print(artifact.path)
+    _say(f"convert: {len(result.artifacts)} artifacts written"
+         + "".join(f", {len(items)} {word}" for items, word in ((result.skipped, "skipped"), (result.failed, "failed"))
+                   if items))
+    status = 0
+    if is_data_yaml(args.data) and result.artifacts:
+        has_float_onnx = any(a.record.target == "onnx" and a.record.precision == "fp32" for a in result.artifacts)
+        args.baseline = None if has_float_onnx or model.suffix != ".pt" else model
+        status = _run_report(args.out, args.data, args, command=command)
+    elif args.data is not None:
+        _say("convert: no labels (not a DATA.yaml): the accuracy report is skipped")
+    for name, precision, error in result.failed:
+        _say(f"edgeport: error: {name} {precision}: {error}")
+    return EXIT_ERROR if result.failed else status
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from edgeport.convert import ConvertOptions, convert
+    from edgeport.convert.targets import parse_targets
 
+    names = parse_targets(args.target)
+    if args.target.strip() == "all" or len(names) > 1:
+        return convert_many_and_report(args.model, names, args, shlex.join(["edgeport", *sys.argv[1:]]))
+    args.target = names[0]
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "dynamic" if args.dynamic else "fp32"
     # coreml: --int8-weights, --w8a8, --palettize; fp16 when no precision flag is given
     precision = ("int8w" if args.int8_weights else "w8a8" if args.w8a8 else "palette6" if args.palettize
@@ -58,7 +99,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
                              io=args.io, data=args.data, calibration_images=args.calibration_images,
                              calibration_dir=args.calibration_dir, calibration_method=args.calibration_method,
                              max_drop=args.max_drop, fallback=args.fallback, ort_web_dir=args.ort_web_dir,
-                             ort_format=args.ort_format, nms=args.nms, nms_iou=args.nms_iou, nms_conf=args.nms_conf)
+                             ort_format=args.ort_format, nms=args.nms, nms_iou=args.nms_iou, nms_conf=args.nms_conf,
+                             check=args.check)
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
     for extra in artifact.extra_files:
@@ -74,7 +116,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if not (args.target == "onnx" and precision == "fp32"):
         baseline = convert(args.model, "onnx", ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset,
                                                               name=args.name, command=options.command,
-                                                              progress=_say)).path
+                                                              progress=_say, check=False)).path
     if args.target == "tensorrt":
         _say("tensorrt: the row is measured in onnxruntime on the ONNX the engine is built from (the engine's proxy)")
     from edgeport.report import build_report
@@ -201,31 +243,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-# every target, once; edgetpu writes the full-integer int8 TFLite and its Edge TPU analysis
-QUICKSTART_TARGETS = (("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16"),
-                      ("tflite", "dynamic"), ("edgetpu", "int8"), ("tensorrt", "int8"), ("onnx-web", "int8"),
-                      ("coreml", "int8w"))
-
-
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    """`convert MODEL --target all --data <bundled val split>` on each bundled sample model (or --model)."""
     from edgeport import sample
-    from edgeport.convert import ConvertOptions, convert
+    from edgeport.convert.targets import parse_targets
 
-    model, data = sample.model_path(), sample.data_yaml()
-    _say(f"quickstart: bundled model {model.name}, val split {data.parent}")
-    from edgeport.errors import MissingDependencyError
-
-    artifacts = []
-    for target, precision in QUICKSTART_TARGETS:
-        options = ConvertOptions(out_dir=args.out, command="edgeport quickstart", progress=_say, precision=precision,
-                                 data=data, calibration_images=args.calibration_images,
-                                 calibration_dir=args.out / "calib")
-        try:
-            artifacts.append(convert(model, target, options).path)
-        except MissingDependencyError as exc:  # e.g. coremltools or onnxruntime-web not installed here
-            _say(f"quickstart: skipped {target} {precision}: {exc}")
-    _say(f"quickstart: {len(artifacts)} artifacts written; the report follows")
-    return _run_report(args.out, data, args, command="edgeport quickstart")
+    data, out, status = sample.data_yaml(), args.out, 0
+    models = sample.pick_model(args.model)
+    for model in models:
+        args.out = out / model.stem if len(models) > 1 else out
+        args.data = data
+        _say(f"quickstart: bundled model {model.name}, val split {data.parent}, into {args.out}")
+        status = max(status, convert_many_and_report(model, parse_targets("all"), args,
+                                                     command=f"edgeport quickstart --model {model.stem}"))
+    return status
 
 
 RAY_SHARDS = 4  # image shards per evaluation on Ray: tasks to spread over the nodes
@@ -296,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--calibration-images", type=int, default=80, help="int8 calibration images (default 80)")
     p.add_argument("--max-drop", type=float, default=None, help="exit 1 when an artifact drops more points")
+    p.add_argument("--model", default=None,
+                   help="one bundled sample by name (e.g. yolov8n, yolo26n; default: every bundled sample, each "
+                   "into OUT/<model>)")
     _add_report_options(p)
     p.set_defaults(func=cmd_quickstart)
 
@@ -320,12 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_options(p)
     p.set_defaults(func=cmd_report)
 
-    from edgeport.convert import TARGETS
+    from edgeport.convert.targets import REGISTRY
 
-    p = sub.add_parser("convert", help="convert an Ultralytics .pt or ONNX to an edge artifact",
-                       description="Convert one detector (Ultralytics .pt or Ultralytics-exported .onnx).")
+    p = sub.add_parser("convert", help="convert an Ultralytics .pt or ONNX to edge artifacts",
+                       description="Convert one detector (Ultralytics .pt or Ultralytics-exported .onnx). Every "
+                       "written artifact is run against its float source on sample images first (--no-check skips). "
+                       "With --target all or a comma list: each target's default artifact, plus its integer "
+                       "variant when --data is given, then the report of the folder (as `edgeport report`).")
     p.add_argument("model", type=Path)
-    p.add_argument("--target", required=True, choices=sorted(TARGETS))
+    p.add_argument("--target", required=True, metavar="TARGET",
+                   help=f"all, or one or a comma list of: {', '.join(t.name for t in REGISTRY)}")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="do not run the artifact against its float source before reporting success")
     p.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default: artifacts)")
     p.add_argument("--imgsz", type=int, default=None, help="input size (default: the training size)")
     p.add_argument("--opset", type=int, default=17)
@@ -366,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: $EDGEPORT_ORT_WEB_DIR, else node_modules)")
     p.add_argument("--ort-format", action="store_true",
                    help="onnx-web: also write the model in onnxruntime's .ort format (the page: ?format=ort)")
+    _add_report_options(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("serve-web", help="serve an onnx-web folder on loopback (threads enabled)",

@@ -65,14 +65,20 @@ def test_evaluate_writes_json_and_shows_progress(onnx_artifact, sample_data, tmp
 
 
 def test_quickstart_converts_to_every_target_and_ends_with_the_report(tmp_path):
-    out = edgeport("quickstart", "--out", str(tmp_path / "qs"), "--images", "24", "--calibration-images", "32")
+    out = edgeport("quickstart", "--model", "yolov8n", "--out", str(tmp_path / "qs"), "--images", "24",
+                   "--calibration-images", "32")
     assert out.returncode == 0, out.stderr
     written = json.loads((tmp_path / "qs" / "report.json").read_text())
     rows = written["rows"]
     assert rows[0]["target"] == "onnx" and rows[0]["precision"] == "fp32" and rows[0]["drop_map50_95"] == 0.0
+    # `convert --target all`: each target's default artifact plus its integer variant (calibration given);
+    # the Edge TPU target's int8 model is the tflite int8 row, with its Edge TPU mapping
     assert {(row["target"], row["precision"]) for row in rows} == {
-        ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16"),
-        ("tflite", "dynamic"), ("tflite", "int8"), ("onnx-web", "int8"), ("tensorrt", "int8"), ("coreml", "int8w")}
+        ("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"), ("onnx-web", "fp32"),
+        ("onnx-web", "int8"), ("tensorrt", "fp16"), ("tensorrt", "int8"), ("coreml", "fp16"), ("coreml", "int8w")}
+    tpu = next(row for row in rows if row["target"] == "tflite" and row["precision"] == "int8")
+    assert tpu["edgetpu"].startswith(("260/260", "251/251")) and tpu["family"] == "yolov8, dfl head"
+    assert "check: agrees with the float model" in out.stderr
     assert "skipped" not in out.stderr
     for row in rows:
         for key in ("artifact", "target", "precision", "size_bytes", "map50_95", "map50", "drop_map50_95",

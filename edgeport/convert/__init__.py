@@ -13,15 +13,10 @@ from typing import Any, Callable
 from edgeport.artifact import ArtifactRecord, artifact_size
 from edgeport.errors import ConversionError, ModelNotFoundError, UnsupportedModelError
 
+from edgeport.convert.targets import REGISTRY
+
 # target -> "module:function"; each function is convert(model: Path, options: ConvertOptions) -> Artifact
-TARGETS: dict[str, str] = {
-    "onnx": "edgeport.convert.onnx_target:convert_onnx",
-    "tflite": "edgeport.convert.tflite_target:convert_tflite",
-    "edgetpu": "edgeport.convert.edgetpu_target:convert_edgetpu",
-    "onnx-web": "edgeport.convert.onnx_web_target:convert_onnx_web",
-    "tensorrt": "edgeport.convert.tensorrt_target:convert_tensorrt",
-    "coreml": "edgeport.convert.coreml_target:convert_coreml",
-}
+TARGETS: dict[str, str] = {target.name: target.entry for target in REGISTRY}
 
 
 @dataclass(frozen=True)
@@ -47,6 +42,7 @@ class ConvertOptions:
     nms: bool = False  # coreml: also write a pipeline with NonMaximumSuppression (for Vision)
     nms_iou: float = 0.45  # coreml --nms: the pipeline's default IoU threshold
     nms_conf: float = 0.25  # coreml --nms: the pipeline's default confidence threshold
+    check: bool = True  # run the written artifact against its float source before reporting success
 
 
 @dataclass(frozen=True)
@@ -56,6 +52,7 @@ class Artifact:
     path: Path
     record: ArtifactRecord
     extra_files: tuple[Path, ...] = field(default_factory=tuple)
+    check: dict[str, Any] = field(default_factory=dict)  # the agreement check (edgeport.convert.verify)
 
     @property
     def size_bytes(self) -> int:
@@ -77,9 +74,10 @@ def check_source(model: str | Path) -> Path:
 
 
 def convert(model: str | Path, target: str, options: ConvertOptions = ConvertOptions()) -> Artifact:
-    """Convert one detector to `target`; return the written Artifact.
+    """Convert one detector to `target`, check the written artifact against its float source on sample
+    images (options.check); return the Artifact.
 
-    Raises ConversionError for an unknown target or a failed step, ModelNotFoundError,
+    Raises ConversionError for an unknown target, a failed step or an artifact that disagrees with its source, ModelNotFoundError,
     UnsupportedModelError, MissingDependencyError.
     """
     if target not in TARGETS:
@@ -88,4 +86,14 @@ def convert(model: str | Path, target: str, options: ConvertOptions = ConvertOpt
     module_name, function_name = TARGETS[target].split(":")
     function = getattr(importlib.import_module(module_name), function_name)
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    return function(source, options)
+    artifact = function(source, options)
+    if not options.check:
+        return artifact
+    from dataclasses import replace
+
+    from edgeport.convert.verify import describe, verify_artifact
+
+    check = verify_artifact(artifact, source, options.imgsz, options.data)
+    if options.progress:
+        options.progress(f"{target}: {describe(check)}")
+    return replace(artifact, check=check)

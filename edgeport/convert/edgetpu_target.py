@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgeport.artifact import write_sidecar
 from edgeport.convert import Artifact, ConvertOptions
-from edgeport.devices.coral.compat import analyze
+from edgeport.convert.edgetpu_compat import analyze
 from edgeport.devices.coral.compiler import compile_model
 from edgeport.errors import ConversionError
 

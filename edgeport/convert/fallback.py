@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeport.artifact import ArtifactRecord, write_sidecar
-from edgeport.convert.tflite_target import quantize_int8
+from edgeport.convert.tflite_int8 import quantize_int8
 
 STEPS = (2, 4, 8, 16, 32, 64)
 

@@ -22,7 +22,9 @@ from edgeport.errors import ConversionError, MissingDependencyError, Unsupported
 
 
 def export_ultralytics_onnx(weights: Path, work_dir: Path, imgsz: int | None, opset: int) -> Path:
-    """Export an Ultralytics .pt to a plain static ONNX in work_dir with Ultralytics itself."""
+    """Export an Ultralytics .pt to a plain static ONNX in work_dir with Ultralytics itself: its raw
+    one-to-many head (1, 4 + nc, N) (Ultralytics' `nms=None`; `nms=False` would give the NMS-free
+    (1, 300, 6) head of YOLOv10/YOLO26)."""
     from edgeport.convert.ultralytics_env import load_ultralytics
 
     load_ultralytics()
@@ -36,7 +38,7 @@ def export_ultralytics_onnx(weights: Path, work_dir: Path, imgsz: int | None, op
     size = imgsz or int(model.model.args.get("imgsz", 640))
     try:
         out = model.export(format="onnx", imgsz=size, opset=opset, simplify=True, dynamic=False, batch=1,
-                           nms=False, half=False, device="cpu", verbose=False)
+                           nms=None, half=False, device="cpu", verbose=False)
     except Exception as exc:
         raise ConversionError(f"onnx: Ultralytics export of {weights.name} failed: {exc}") from exc
     return Path(out)
@@ -62,9 +64,12 @@ def split_head(model, nc: int):
         raise UnsupportedModelError(f"expected one output (1, 4 + nc, N), found {len(graph.output)} outputs")
     out = graph.output[0]
     dims = [d.dim_value for d in out.type.tensor_type.shape.dim]
+    if len(dims) == 3 and dims[2] == 6 and dims[1] != 4 + nc:
+        raise UnsupportedModelError(f"output {out.name} has shape {dims}: an NMS-free end-to-end export, its top-k "
+                                    "is inside the graph; convert the .pt instead (edgeport cuts the head itself)")
     if len(dims) != 3 or dims[1] != 4 + nc:
         raise UnsupportedModelError(f"output {out.name} has shape {dims}, expected [1, {4 + nc}, N] "
-                                    "(end-to-end / NMS exports are not supported)")
+                                    "(embedded-NMS exports are not supported; convert the .pt instead)")
     anchors = dims[2]
     in_dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     height, width = in_dims[2], in_dims[3]
@@ -107,37 +112,60 @@ def check_precision(target: str, options: ConvertOptions) -> None:
                               "folder or a video")
 
 
-def float_model(source: Path, options: ConvertOptions):
-    """The float split-head ModelProto of a .pt or Ultralytics ONNX; returns (model, names)."""
+def export_source_onnx(source, work_dir: Path, opset: int) -> Path:
+    """torch.onnx export of the SourceModel's decoded graph (boxes, scores) to work_dir/decoded.onnx."""
+    import torch
+
+    out = work_dir / "decoded.onnx"
+    size = source.imgsz
+    try:
+        with torch.no_grad():
+            torch.onnx.export(source.decoded(), (torch.zeros(1, 3, size, size),), str(out), opset_version=opset,
+                              input_names=["images"], output_names=["boxes", "scores"], do_constant_folding=True,
+                              dynamo=False)
+    except Exception as exc:
+        raise ConversionError(f"onnx: torch.onnx export of {source.path.name} failed: "
+                              f"{str(exc).splitlines()[0]}") from exc
+    return out
+
+
+def float_model(source: Path, options: ConvertOptions, loaded=None):
+    """The float split-head ModelProto of a .pt (through `SourceModel`, `loaded` when already loaded)
+    or an Ultralytics ONNX; returns (model, names, head) with head the SourceModel's description."""
     try:
         import onnx
         import onnxslim
     except ImportError as exc:
         raise MissingDependencyError("onnx / onnxslim", "convert") from exc
     say = options.progress or (lambda line: None)
+    head = {"family": "unknown", "head": "dfl"}
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx-") as tmp:
         if source.suffix.lower() == ".pt":
-            say(f"onnx: exporting {source.name} with Ultralytics (opset {options.opset})")
-            plain = export_ultralytics_onnx(source, Path(tmp), options.imgsz, options.opset)
+            from edgeport.convert.source import load_source
+
+            loaded = loaded or load_source(source, options.imgsz)
+            head = loaded.describe()
+            say(f"onnx: exporting {source.name} ({loaded.family}, {loaded.head_kind} head, opset {options.opset})")
+            model = onnx.load(str(export_source_onnx(loaded, Path(tmp), options.opset)))
+            names = loaded.names
         else:
-            plain = source
-        try:
-            model = onnx.load(str(plain))
-        except Exception as exc:
-            raise ConversionError(f"onnx: cannot read {plain.name}: {exc}") from exc
-        meta = _ultralytics_meta(model)
-        if meta["task"] != "detect":
-            raise UnsupportedModelError(f"{source}: task {meta['task']!r} is not supported; only 'detect'")
+            try:
+                model = onnx.load(str(source))
+            except Exception as exc:
+                raise ConversionError(f"onnx: cannot read {source.name}: {exc}") from exc
+            meta = _ultralytics_meta(model)
+            if meta["task"] != "detect":
+                raise UnsupportedModelError(f"{source}: task {meta['task']!r} is not supported; only 'detect'")
+            names = tuple(str(n) for n in meta["names"])
+            say("onnx: splitting the head into boxes (normalized xyxy) and scores")
+            model = split_head(model, len(names))
         if model.opset_import[0].version < 17:
             raise UnsupportedModelError(f"{source}: opset {model.opset_import[0].version} < 17; export with opset>=17")
-        names = tuple(str(n) for n in meta["names"])
-        say("onnx: splitting the head into boxes (normalized xyxy) and scores")
-        model = split_head(model, len(names))
         model = onnxslim.slim(model)
     in_dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     if any(d <= 0 for d in in_dims):
         raise UnsupportedModelError(f"{source}: dynamic input shape {in_dims}; export with a static shape")
-    return model, names
+    return model, names, head
 
 
 def _graph_spec(value_info) -> TensorSpec:
@@ -151,14 +179,15 @@ def _graph_spec(value_info) -> TensorSpec:
 
 def split_record(model, names: tuple[str, ...], target: str, precision: str, prov: dict) -> ArtifactRecord:
     """The record of a split-head ONNX, its tensors' dtypes read from the graph itself (fp16 and QDQ
-    models keep float32 input and outputs)."""
+    models keep float32 input and outputs); prov["head"]["head"] other than "dfl" means top-k, no NMS."""
     inp = _graph_spec(model.graph.input[0])
     outputs = {o.name: _graph_spec(o) for o in model.graph.output}
     return ArtifactRecord(
         names=tuple(names), imgsz=(inp.shape[2], inp.shape[3]), layout="NCHW", inputs=(inp,),
         outputs=(outputs["boxes"], outputs["scores"]),
         preprocess=Preprocess(), decode=Decode(kind="split", boxes="boxes", scores="scores",
-                                               box_format="xyxy", normalized=True),
+                                               box_format="xyxy", normalized=True,
+                                               nms=prov.get("head", {}).get("head", "dfl") == "dfl"),
         target=target, precision=precision, provenance=prov)
 
 
@@ -173,15 +202,28 @@ def save_with_record(model, record: ArtifactRecord, out: Path) -> None:
     onnx.save(model, str(out))
 
 
+def fp16_body(model, keep_float: list[str]):
+    """The model with float16 weights and compute except the nodes in keep_float (the box decode and the
+    score sigmoid: box pixels lose up to 0.25 px per step in float16 at 640); float32 input and outputs."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        return convert_float_to_float16(model, keep_io_types=True, node_block_list=keep_float)
+    except Exception as exc:
+        raise ConversionError(f"onnx: float16 conversion failed: {str(exc).splitlines()[0]}") from exc
+
+
 def reduced_precision(model, source: Path, options: ConvertOptions, target: str, profile):
     """fp16 or int8 (QDQ, `profile`) version of the float split-head model; returns (model, provenance)."""
     from edgeport.convert import onnx_quant
 
     say = options.progress or (lambda line: None)
     if options.precision == "fp16":
-        say(f"{target}: converting weights and compute to float16 (input and outputs stay float32)")
-        return onnx_quant.to_fp16(model), {**provenance(source, options.command), "io": "float32",
-                                           "compute": "float16"}
+        tail = onnx_quant.head_tail_nodes(model)
+        say(f"{target}: converting weights and compute to float16; the {len(tail)} decode-tail nodes, input and "
+            "outputs stay float32")
+        return fp16_body(model, tail), {**provenance(source, options.command), "io": "float32",
+                                        "compute": "float16", "ops_left_in_float": tail}
     from edgeport.calibration import build_calibration_set, describe_coverage
 
     size = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][2]
@@ -206,11 +248,11 @@ def model_at_precision(source: Path, options: ConvertOptions, target: str, flavo
     """(ONNX model, class names, provenance) of `source` at options.precision for `target`;
     `flavour` is the onnx_quant setting set (CPU or TENSORRT) used below fp32."""
     check_precision(target, options)
-    model, names = float_model(source, options)
+    model, names, head = float_model(source, options)
     if options.precision == "fp32":
-        return model, names, provenance(source, options.command)
+        return model, names, {**provenance(source, options.command), "head": head}
     model, prov = reduced_precision(model, source, options, target, flavour)
-    return model, names, prov
+    return model, names, {**prov, "head": head}
 
 
 def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:

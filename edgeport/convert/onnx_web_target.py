@@ -36,7 +36,7 @@ def onnx_model(source: Path, options: ConvertOptions, precision: str, work_dir: 
     """
     if precision == "int8" and options.data is None:
         raise ConversionError("onnx-web --int8 needs --data (DATA.yaml, image folder or video) for calibration")
-    artifact = convert(source, "onnx", replace(options, out_dir=work_dir, precision=precision))
+    artifact = convert(source, "onnx", replace(options, out_dir=work_dir, precision=precision, check=False))
     if artifact.record.precision != precision:
         raise ConversionError(f"onnx-web: unsupported precision {precision!r}: the onnx target of this edgeport "
                               f"wrote {artifact.record.precision!r}")

@@ -1,61 +1,28 @@
 """TFLite target: fp32, fp16 (weights), dynamic-range int8 and full-integer int8, NHWC input.
 
 Route: torch -> litert-torch (float flatbuffer) -> ai-edge-quantizer (no TensorFlow). The graph
-ends before the box decode: per level it outputs the raw DFL box logits and class logits, so an
-integer model never has to hold pixel coordinates and scores in one int8 scale; the runtime does
-the DFL expectation, anchor decode and sigmoid in float (decode kind "dfl").
+ends before the box decode: per level it outputs the raw box logits (DFL bins, or YOLO26's distances)
+and class logits, so an integer model never holds pixel coordinates and scores in one int8 scale;
+the runtime decodes in float (decode kind "dfl"; top-k instead of NMS for one-to-one heads).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 
 from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec, write_sidecar
 from edgeport.convert import Artifact, ConvertOptions
 from edgeport.convert.provenance import provenance
+from edgeport.convert.tflite_int8 import calibration_stats, quantize_float_ops, quantize_int8
 from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 PERCENTILE_TEXT = "99.99th, mean over calibration images"
 IO_TYPES = ("uint8", "int8", "float")
-
-
-def _raw_head_module(detection_model):
-    """Wrap an Ultralytics DetectionModel: NHWC float input -> per level (box logits, class logits)."""
-    import torch
-
-    head = detection_model.model[-1]
-    if not hasattr(head, "cv2") or not hasattr(head, "reg_max"):
-        raise UnsupportedModelError(f"the last layer is {type(head).__name__}, not a YOLOv8-style Detect head")
-
-    class RawHead(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = detection_model
-
-        def forward(self, image_nhwc):
-            x = image_nhwc.permute(0, 3, 1, 2)
-            saved = []
-            for layer in self.model.model[:-1]:
-                if layer.f != -1:
-                    x = saved[layer.f] if isinstance(layer.f, int) else [x if j == -1 else saved[j] for j in layer.f]
-                x = layer(x)
-                saved.append(x if layer.i in self.model.save else None)
-            feats = [x if j == -1 else saved[j] for j in head.f]
-            outputs = []
-            for level, feat in enumerate(feats):
-                box, cls = head.cv2[level](feat), head.cv3[level](feat)
-                outputs.append(box.permute(0, 2, 3, 1).reshape(1, -1, box.shape[1]))
-                outputs.append(cls.permute(0, 2, 3, 1).reshape(1, -1, cls.shape[1]))
-            return tuple(outputs)
-
-    return RawHead().eval(), head
 
 
 def _signature_io(path: Path) -> tuple[TensorSpec, list[TensorSpec]]:
@@ -73,85 +40,23 @@ def _signature_io(path: Path) -> tuple[TensorSpec, list[TensorSpec]]:
             [tensor_spec(by_index[index]) for _, index in ordered])
 
 
-def _int_config(bits: int, unsigned: bool = False):
-    from ai_edge_quantizer import qtyping
-
-    return qtyping.OpQuantizationConfig(
-        activation_tensor_config=qtyping.TensorQuantizationConfig(
-            num_bits=bits, symmetric=not unsigned and bits == 16,
-            dtype=qtyping.TensorDataType.UINT if unsigned else qtyping.TensorDataType.INT),
-        weight_tensor_config=qtyping.TensorQuantizationConfig(
-            num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
-        compute_precision=qtyping.ComputePrecision.INTEGER, explicit_dequantize=False)
-
-
-def calibration_stats(float_path: Path, calibration) -> dict:
-    """Float activation ranges over the calibration set (the input pinned to exactly 0..1)."""
-    from ai_edge_quantizer import quantizer, recipe
-
-    qt = quantizer.Quantizer(str(float_path))
-    qt.load_quantization_recipe(recipe.static_wi8_ai8())
-    samples = [{"args_0": batch} for batch in calibration.batches("NHWC", "float32")]
-    stats = qt.calibrate({"serving_default": samples})
-    for name in [n for n in stats if n.startswith("serving_default_args_0")]:
-        # pixels are exactly 0..1: a scale of 1/255 lets uint8 camera frames in untouched
-        stats[name] = {"min": np.array(0.0, np.float32), "max": np.array(1.0, np.float32)}
-    return stats
-
-
-def quantize_int8(float_path: Path, out: Path, io: str, stats: dict, int16_scopes: tuple[str, ...] = ()):
-    """Full-integer int8 from calibrated ranges; ops whose scope is in int16_scopes get int16
-    activations. Returns the ai-edge-quantizer Quantizer (for validation)."""
-    from ai_edge_quantizer import qtyping, quantizer, recipe
-
-    qt = quantizer.Quantizer(str(float_path))
-    qt.load_quantization_recipe(recipe.static_wi8_ai8())
-    boundary = (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT)
-    for op in boundary:
-        if io == "float":
-            qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
-        elif io == "uint8":
-            qt.update_quantization_recipe(regex=".*", operation_name=op, op_config=_int_config(8, unsigned=True))
-    for scope in int16_scopes:
-        qt.update_quantization_recipe(regex=f"^{re.escape(scope)}$",
-                                      operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                                      op_config=_int_config(16))
-    qt.quantize(calibration_result=stats).export_model(str(out), overwrite=True)
-    return qt
-
-
-def _quantize_float_ops(float_path: Path, out: Path, precision: str) -> None:
-    """fp16 weights (float casting) or dynamic-range int8 weights."""
-    from ai_edge_quantizer import qtyping, quantizer, recipe
-
-    qt = quantizer.Quantizer(str(float_path))
-    if precision == "fp16":
-        fp16 = qtyping.OpQuantizationConfig(
-            weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
-            compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
-        qt.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                                      op_config=fp16, algorithm_key="float_casting")
-    else:
-        qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    qt.quantize().export_model(str(out), overwrite=True)
-
-
-def build_record(path: Path, names: tuple[str, ...], size: int, strides: list[int], reg_max: int, precision: str,
-                 prov: dict) -> ArtifactRecord:
-    """The record of a raw-head .tflite, read from the file itself (tensor names, dtypes, quantization)."""
+def build_record(path: Path, source, precision: str, prov: dict) -> ArtifactRecord:
+    """The record of a raw-head .tflite of SourceModel `source`, read from the file itself (tensor names,
+    dtypes, quantization); one-to-one heads decode with top-k, no NMS."""
     inp, outputs = _signature_io(path)
+    size = source.imgsz
     levels = tuple({"box": outputs[2 * i].name, "cls": outputs[2 * i + 1].name, "stride": stride,
-                    "grid": [size // stride, size // stride]} for i, stride in enumerate(strides))
+                    "grid": [size // stride, size // stride]} for i, stride in enumerate(source.strides))
     return ArtifactRecord(
-        names=names, imgsz=(size, size), layout="NHWC", inputs=(inp,),
+        names=source.names, imgsz=(size, size), layout="NHWC", inputs=(inp,),
         outputs=tuple(outputs), preprocess=Preprocess(),
         decode=Decode(kind="dfl", boxes="", scores="", box_format="ltrb", normalized=False, levels=levels,
-                      reg_max=reg_max),
-        target="tflite", precision=precision, provenance=prov)
+                      reg_max=source.reg_max, nms=not source.one_to_one),
+        target="tflite", precision=precision, provenance={**prov, "head": source.describe()})
 
 
-def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
-    """Write DIR/<stem>_<precision>.tflite and its sidecar record; return the Artifact."""
+def check_options(source: Path, options: ConvertOptions) -> ConvertOptions:
+    """Refuse, before any work, what this target cannot do; return the options with defaults filled in."""
     if options.calibration_method is None:
         options = replace(options, calibration_method="minmax")
     precision, io = options.precision, options.io
@@ -173,36 +78,92 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     if precision == "int8" and options.data is None:
         raise ConversionError("tflite: --int8 needs representative images: pass --data DATA.yaml, an image folder "
                               "or a video")
+    return options
+
+
+def export_float(loaded, float_path: Path) -> None:
+    """The float flatbuffer of the SourceModel's raw head (NHWC input), written by litert-torch."""
     try:
         import litert_torch
         import torch
     except ImportError as exc:
         raise MissingDependencyError("litert-torch", "convert") from exc
-    from edgeport.convert.ultralytics_env import load_ultralytics
+    size = loaded.imgsz
+    try:
+        with torch.no_grad():
+            litert_torch.convert(loaded.raw_head("NHWC"), (torch.zeros(1, size, size, 3),)).export(str(float_path))
+    except Exception as exc:
+        raise ConversionError(f"tflite: litert-torch conversion failed: {str(exc).splitlines()[0]}") from exc
+
+
+def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertOptions, prov: dict, say) -> None:
+    """Write `out` at options.precision from the float flatbuffer (int8: calibrated, optional int16 fallback)."""
+    precision, io = options.precision, options.io
+    try:
+        if precision == "fp32":
+            out.write_bytes(float_path.read_bytes())
+        elif precision in ("fp16", "dynamic"):
+            say(f"tflite: quantizing ({precision}) with ai-edge-quantizer")
+            quantize_float_ops(float_path, out, precision)
+        else:
+            say(f"tflite: quantizing (int8, I/O {io}) with ai-edge-quantizer")
+            from edgeport.calibration.ranges import Fallbacks
+            from edgeport.convert.tflite_ranges import apply_method
+
+            fallbacks = Fallbacks()
+            stats = apply_method(calibration_stats(float_path, calibration), float_path, calibration,
+                                 options.calibration_method, fallbacks)
+            prov["calibration_fallbacks"] = fallbacks.provenance()
+            if fallbacks.reasons:
+                say(f"tflite: {len(fallbacks.reasons)} tensors had degenerate calibration statistics and got a "
+                    f"fallback range (named in the record): {', '.join(list(fallbacks.reasons)[:6])}")
+            qt = quantize_int8(float_path, out, io, stats)
+            if options.fallback and options.max_drop is not None:
+                from edgeport.convert.fallback import accuracy_fallback
+
+                def record_for(path: Path, label: str) -> ArtifactRecord:
+                    return build_record(path, loaded, label, prov)
+
+                prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt, calibration, options,
+                                                     record_for, say)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"tflite: quantization failed: {str(exc).splitlines()[0]}") from exc
+
+
+def describe_integer(record: ArtifactRecord, prov: dict, io: str) -> str:
+    """One line on how integer the int8 model is (full-integer, ops left in float, int16 layers)."""
+    inp = record.inputs[0]
+    if io == "float":
+        return ("tflite: int8 inside with float32 input and output (QUANTIZE/DEQUANTIZE at the boundary); not "
+                "full-integer, not Edge TPU ready")
+    if prov["ops_left_in_float"]:
+        return f"tflite: {len(prov['ops_left_in_float'])} ops left in float: {', '.join(prov['ops_left_in_float'][:12])}"
+    if prov.get("fallback", {}).get("int16_layers"):
+        return (f"tflite: integer, but {len(prov['fallback']['int16_layers'])} layers keep int16 activations: "
+                "not fully Edge TPU mapped")
+    return f"tflite: full-integer: every op int8, input {inp.dtype} (scale {inp.scale:.6f}, zero point {inp.zero_point})"
+
+
+def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
+    """Write DIR/<stem>_<precision>.tflite and its sidecar record; return the Artifact."""
+    options = check_options(source, options)
+    precision, io = options.precision, options.io
+    from edgeport.convert.source import load_source
 
     say = options.progress or (lambda line: None)
-    load_ultralytics()
-    from ultralytics import YOLO
-
-    yolo = YOLO(str(source))
-    if yolo.task != "detect":
-        raise UnsupportedModelError(f"{source}: task {yolo.task!r} is not supported; only detection models")
-    size = options.imgsz or int(yolo.model.args.get("imgsz", 640))
-    names = tuple(str(yolo.names[i]) for i in sorted(yolo.names))
-    net = yolo.model.float().eval().fuse(verbose=False)  # conv+bn fused, as Ultralytics' export does
-    module, head = _raw_head_module(net)
-    strides = [int(v) for v in head.stride.tolist()]
+    loaded = load_source(source, options.imgsz)  # conv+bn fused, as Ultralytics' export does
     calibration = None
     if precision == "int8":
         from edgeport.calibration import build_calibration_set, describe_coverage
 
-        calibration = build_calibration_set(options.data, imgsz=size, n=options.calibration_images,
+        calibration = build_calibration_set(options.data, imgsz=loaded.imgsz, n=options.calibration_images,
                                             out_dir=options.calibration_dir, progress=options.progress is not None)
         say(describe_coverage(calibration))
-    stem = options.name or source.stem
     suffix = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic_int8",
               "int8": "full_integer_int8" if io != "float" else "int8_float_io"}[precision]
-    out = options.out_dir / f"{stem}_{suffix}.tflite"
+    out = options.out_dir / f"{options.name or source.stem}_{suffix}.tflite"
     prov = {**provenance(source, options.command, calibration.sha256 if calibration else None),
             "calibration_method": (f"percentile ({PERCENTILE_TEXT})" if options.calibration_method == "percentile"
                                    else "minmax (moving average, ai-edge-quantizer)") if calibration else "none",
@@ -211,61 +172,16 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     os.environ.setdefault("TQDM_DISABLE", "1")  # ai-edge-quantizer's per-tensor bars would flood logs
     with tempfile.TemporaryDirectory(prefix="edgeport-tflite-") as tmp:
         float_path = Path(tmp) / "float.tflite"
-        say(f"tflite: converting {source.name} with litert-torch (NHWC {size}x{size}, raw DFL head)")
-        try:
-            with torch.no_grad():
-                litert_torch.convert(module, (torch.zeros(1, size, size, 3),)).export(str(float_path))
-        except Exception as exc:
-            raise ConversionError(f"tflite: litert-torch conversion failed: {str(exc).splitlines()[0]}") from exc
-        try:
-            if precision == "fp32":
-                out.write_bytes(float_path.read_bytes())
-            elif precision in ("fp16", "dynamic"):
-                say(f"tflite: quantizing ({precision}) with ai-edge-quantizer")
-                _quantize_float_ops(float_path, out, precision)
-            else:
-                say(f"tflite: quantizing (int8, I/O {io}) with ai-edge-quantizer")
-                from edgeport.convert.tflite_ranges import apply_method
-
-                from edgeport.calibration.ranges import Fallbacks
-
-                fallbacks = Fallbacks()
-                stats = apply_method(calibration_stats(float_path, calibration), float_path, calibration,
-                                     options.calibration_method, fallbacks)
-                prov["calibration_fallbacks"] = fallbacks.provenance()
-                if fallbacks.reasons:
-                    say(f"tflite: {len(fallbacks.reasons)} tensors had degenerate calibration statistics and got a "
-                        f"fallback range (named in the record): {', '.join(list(fallbacks.reasons)[:6])}")
-                qt = quantize_int8(float_path, out, io, stats)
-                if options.fallback and options.max_drop is not None:
-                    from edgeport.convert.fallback import accuracy_fallback
-
-                    def record_for(path: Path, label: str) -> ArtifactRecord:
-                        return build_record(path, names, size, strides, int(head.reg_max), label, prov)
-
-                    prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt, calibration, options,
-                                                         record_for, say)
-        except ConversionError:
-            raise
-        except Exception as exc:
-            raise ConversionError(f"tflite: quantization failed: {str(exc).splitlines()[0]}") from exc
+        say(f"tflite: converting {source.name} with litert-torch (NHWC {loaded.imgsz}x{loaded.imgsz}, "
+            f"{loaded.family}, raw {loaded.head_kind} head cut before the decode)")
+        export_float(loaded, float_path)
+        quantize(float_path, out, loaded, calibration, options, prov, say)
     from edgeport.convert.tflite_ops import float_ops
 
     prov["ops_left_in_float"] = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []
-    record = build_record(out, names, size, strides, int(head.reg_max), precision, prov)
+    record = build_record(out, loaded, precision, prov)
     write_sidecar(out, record)
-    inp = record.inputs[0]
     if precision == "int8":
-        if io == "float":
-            say("tflite: int8 inside with float32 input and output (QUANTIZE/DEQUANTIZE at the boundary); not "
-                "full-integer, not Edge TPU ready")
-        elif prov["ops_left_in_float"]:
-            say(f"tflite: {len(prov['ops_left_in_float'])} ops left in float: {', '.join(prov['ops_left_in_float'][:12])}")
-        elif prov.get("fallback", {}).get("int16_layers"):
-            say(f"tflite: integer, but {len(prov['fallback']['int16_layers'])} layers keep int16 activations: "
-                "not fully Edge TPU mapped")
-        else:
-            say(f"tflite: full-integer: every op int8, input {inp.dtype} (scale {inp.scale:.6f}, zero point "
-                f"{inp.zero_point})")
+        say(describe_integer(record, prov, io))
     say(f"tflite: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return Artifact(path=out, record=record)

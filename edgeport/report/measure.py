@@ -20,6 +20,8 @@ from edgeport.report.rows import (
     SKIPPED,
     ReportRow,
     calibration_text,
+    edgetpu_text,
+    family_text,
     host_description,
     io_types,
     measure_latency,
@@ -69,7 +71,8 @@ def _row(found: Found, result: EvalResult | None, base: EvalResult | None, laten
         size_bytes=found.size_bytes, map50_95=None, map50=None, drop_map50_95=None, latency_ms_p50=None,
         latency_ms_p99=None, images_per_second=None, measured_on="not measured",
         calibration=calibration_text(record.provenance) if record else "none", proxy=found.proxy_label,
-        status=found.status, note=found.reason)
+        status=found.status, note=found.reason, family=family_text(record.provenance) if record else "",
+        edgetpu=edgetpu_text(record.provenance) if record else "")
     if result is None:
         return row
     row.images = images

@@ -55,6 +55,8 @@ class ReportRow:
     robustness: dict[str, dict[str, Any]] = field(default_factory=dict)  # perturbation -> mAP, drop
     over_budget: bool = False
     pr_curve: list[float] = field(default_factory=list)  # precision at recall 0, 0.01 .. 1 (IoU 0.5)
+    family: str = ""  # Ultralytics family and head of the source model ("yolo26, one2one head")
+    edgetpu: str = ""  # Edge TPU mapping of an Edge TPU artifact ("146/411 ops on the Edge TPU; CPU from ...")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +84,24 @@ def measure_latency(detector: Detector, image_rgb: np.ndarray, runs: int = 30, w
         if i >= warmup:
             timings.append((time.perf_counter() - start) * 1000)
     return float(np.percentile(timings, 50)), float(np.percentile(timings, 99))
+
+
+def family_text(provenance: dict) -> str:
+    """'yolo26, one2one head' from a record's provenance; '' for records without it."""
+    head = provenance.get("head") or {}
+    return f"{head['family']}, {head['head']} head" if head.get("family") else ""
+
+
+def edgetpu_text(provenance: dict) -> str:
+    """The Edge TPU mapping the converter measured, in one line; '' for other artifacts."""
+    analysis = provenance.get("edgetpu") or {}
+    if "edgetpu_ops" not in analysis:
+        return ""
+    total = analysis["edgetpu_ops"] + analysis["cpu_ops"]
+    text = f"{analysis['edgetpu_ops']}/{total} ops on the Edge TPU"
+    if analysis.get("first_cpu_op"):
+        text += f"; CPU from op {analysis['first_cpu_op']} on (the model still runs, partly on the CPU)"
+    return text + ("" if analysis.get("compiled") else "; predicted (edgetpu_compiler not run)")
 
 
 def calibration_text(provenance: dict) -> str:

@@ -36,7 +36,7 @@ from edgeport.runtime.image_io import (
     load_image,
 )
 from edgeport.runtime.options import RuntimeOptions
-from edgeport.runtime.postprocess import decode_outputs, dequantize, select_and_nms
+from edgeport.runtime.postprocess import decode_outputs, dequantize, select_and_nms, select_topk
 from edgeport.runtime.preprocess import Letterbox, letterbox, letterbox_batch, to_input_tensor
 
 
@@ -83,19 +83,24 @@ def record_from_ultralytics(meta: dict[str, str], backend: Backend) -> ArtifactR
         raise UnsupportedModelError(f"{backend.path}: input shape {list(inp.shape)} is neither NCHW nor NHWC")
     layout = "NCHW" if inp.shape[1] == 3 else "NHWC"
     imgsz = (inp.shape[2], inp.shape[3]) if layout == "NCHW" else (inp.shape[1], inp.shape[2])
-    if len(backend.outputs) != 1 or 4 + len(names) not in backend.outputs[0].shape[1:]:
+    shape = tuple(backend.outputs[0].shape) if len(backend.outputs) == 1 else ()
+    end2end = len(shape) == 3 and shape[2] == 6 and shape[1] != 4 + len(names)
+    if len(backend.outputs) != 1 or not (end2end or 4 + len(names) in shape[1:]):
         shapes = [list(o.shape) for o in backend.outputs]
         raise UnsupportedModelError(
-            f"{backend.path}: outputs {shapes} are not one (1, 4 + {len(names)}, N) tensor "
-            "(end-to-end / NMS-embedded exports are not supported; export with nms=False)")
+            f"{backend.path}: outputs {shapes} are not one (1, 4 + {len(names)}, N) tensor, nor one (1, K, 6) "
+            "NMS-free tensor (embedded-NMS exports with extra outputs are not supported)")
     out = backend.outputs[0]
-    # Ultralytics normalizes box coordinates in its TFLite exports, not in ONNX.
-    normalized = backend.path.suffix.lower() == ".tflite"
+    # Ultralytics normalizes box coordinates in its TFLite exports, not in ONNX; its LiteRT route (NCHW
+    # input) leaves NMS-free rows in pixels, its older TensorFlow route (NHWC) normalizes them too.
+    normalized = backend.path.suffix.lower() == ".tflite" and (not end2end or layout == "NHWC")
+    decode = (Decode(kind="end2end", boxes=out.name, scores=out.name, box_format="xyxy", normalized=normalized,
+                     nms=False) if end2end else
+              Decode(kind="ultralytics", boxes=out.name, scores=out.name, box_format="xywh", normalized=normalized))
     return ArtifactRecord(
         names=names, imgsz=imgsz, layout=layout, inputs=tuple(backend.inputs), outputs=(out,),
         preprocess=Preprocess(interpolation="linear"),  # run Ultralytics' exports as Ultralytics runs them
-        decode=Decode(kind="ultralytics", boxes=out.name, scores=out.name,
-                                               box_format="xywh", normalized=normalized),
+        decode=decode,
         target=backend.path.suffix.lstrip(".").lower(),
         precision="int8" if inp.quantized or out.quantized else ("fp16" if inp.dtype == "float16" else "fp32"),
         provenance={"ultralytics_version": str(_parse(meta.get("version", "unknown")))}, origin="ultralytics")
@@ -226,9 +231,12 @@ class Detector:
                                        min_score=nms.conf)
         results = []
         for i, info in enumerate(placements):
-            xyxy, score, class_id = select_and_nms(boxes[i], scores[i], conf=nms.conf, iou=nms.iou,
-                                                   max_det=nms.max_det, multi_label=nms.multi_label,
-                                                   agnostic=nms.agnostic)
+            if not self.record.decode.nms:  # one-to-one head: its top-k is the answer
+                xyxy, score, class_id = select_topk(boxes[i], scores[i], conf=nms.conf, max_det=nms.max_det)
+            else:
+                xyxy, score, class_id = select_and_nms(boxes[i], scores[i], conf=nms.conf, iou=nms.iou,
+                                                       max_det=nms.max_det, multi_label=nms.multi_label,
+                                                       agnostic=nms.agnostic)
             results.append(Detections(info.to_original(xyxy), score, class_id, self.names, info.source_hw))
         return results
 

@@ -57,8 +57,11 @@ def decode_dfl(outputs: dict[str, np.ndarray], decode: Decode,
             batch_index, anchor = np.nonzero(score.max(axis=-1) > min_score)
         if len(anchor):
             chosen = logits[batch_index, anchor].reshape(-1, 4, decode.reg_max)
-            weights = np.exp(chosen - chosen.max(axis=-1, keepdims=True))
-            distance = (weights @ bins) / weights.sum(axis=-1) * np.float32(level["stride"])  # ltrb
+            if decode.reg_max == 1:  # no DFL (YOLO26): the head gives the distances themselves
+                distance = chosen[..., 0] * np.float32(level["stride"])
+            else:
+                weights = np.exp(chosen - chosen.max(axis=-1, keepdims=True))
+                distance = (weights @ bins) / weights.sum(axis=-1) * np.float32(level["stride"])  # ltrb
             centre = centres[anchor]
             level_boxes[batch_index, anchor] = np.concatenate([centre - distance[:, :2], centre + distance[:, 2:]], 1)
         boxes.append(level_boxes)
@@ -74,6 +77,8 @@ def decode_outputs(outputs: dict[str, np.ndarray], decode: Decode, nc: int, size
     """
     if decode.kind == "dfl":
         return decode_dfl(outputs, decode, min_score)
+    if decode.kind == "end2end":
+        return decode_end2end(outputs[decode.boxes], nc, size_hw, decode.normalized)
     if decode.kind == "split":
         boxes, scores = outputs[decode.boxes], outputs[decode.scores]
     elif decode.kind == "ultralytics":
@@ -94,6 +99,41 @@ def decode_outputs(outputs: dict[str, np.ndarray], decode: Decode, nc: int, size
         height, width = size_hw
         flat *= np.array([width, height, width, height], dtype=np.float32)
     return flat.reshape(batch, count, 4), scores
+
+
+def decode_end2end(rows: np.ndarray, nc: int, size_hw: tuple[int, int],
+                   normalized: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Ultralytics' NMS-free output (B, K, 6: x1, y1, x2, y2, score, class) as (boxes (B, K, 4) in input
+    pixels, scores (B, K, nc) holding each row's score at its class, zero elsewhere)."""
+    boxes = rows[..., :4].astype(np.float32, copy=True)
+    if normalized:
+        height, width = size_hw
+        boxes *= np.array([width, height, width, height], dtype=np.float32)
+    scores = np.zeros(rows.shape[:2] + (nc,), np.float32)
+    class_id = np.clip(np.rint(rows[..., 5]).astype(np.int64), 0, nc - 1)
+    batch, row = np.indices(rows.shape[:2])
+    scores[batch, row, class_id] = rows[..., 4]
+    return boxes, scores
+
+
+def select_topk(boxes: np.ndarray, scores: np.ndarray, *, conf: float,
+                max_det: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's detections from a one-to-one (NMS-free) head, as Ultralytics selects them: the
+    max_det anchors of best score, then the max_det best (anchor, class) pairs above `conf`; no NMS.
+
+    boxes (N, 4) xyxy, scores (N, nc). Returns (xyxy (K, 4) float32, score (K,) float32, class_id (K,) int32).
+    """
+    best = scores.max(axis=1)
+    anchors = np.nonzero(best > conf)[0]
+    if len(anchors) > max_det:
+        anchors = anchors[np.argpartition(-best[anchors], max_det)[:max_det]]
+    index, class_id = np.nonzero(scores[anchors] > conf)
+    index = anchors[index]
+    score = scores[index, class_id]
+    order = np.argsort(-score, kind="stable")[:max_det]
+    index, class_id, score = index[order], class_id[order], score[order]
+    return (boxes[index].astype(np.float32, copy=False).reshape(-1, 4), score.astype(np.float32),
+            class_id.astype(np.int32))
 
 
 def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float, max_det: int) -> npt.NDArray[np.intp]:

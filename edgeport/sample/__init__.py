@@ -16,6 +16,26 @@ def model_path() -> Path:
     return SAMPLE_DIR / "model" / "shapes_yolov8n.pt"
 
 
+def models() -> list[Path]:
+    """Every bundled Ultralytics .pt (the YOLOv8n first, then any other, e.g. a YOLO26n), sorted by name."""
+    found = sorted((SAMPLE_DIR / "model").glob("*.pt"))
+    return sorted(found, key=lambda p: p != model_path())
+
+
+def pick_model(name: str | None) -> list[Path]:
+    """The bundled models whose file stem contains `name` (all of them for None).
+
+    Raises ModelNotFoundError naming the bundled models when none matches.
+    """
+    from edgeport.errors import ModelNotFoundError
+
+    chosen = [p for p in models() if name is None or name.lower() in p.stem.lower()]
+    if not chosen:
+        raise ModelNotFoundError(f"no bundled sample model matches {name!r}; bundled: "
+                                 f"{', '.join(p.stem for p in models())}")
+    return chosen
+
+
 def data_yaml() -> Path:
     """DATA.yaml of the bundled val split (80 images, a quarter of them EXIF-rotated JPEGs)."""
     return SAMPLE_DIR / "data" / "data.yaml"

@@ -277,6 +277,7 @@ function decodeDfl(outputs, decode, nc, minScore) {
       const dist = [0, 0, 0, 0];
       for (let side = 0; side < 4; side++) {
         const base = a * 4 * regMax + side * regMax;
+        if (regMax === 1) { dist[side] = logits[base] * stride; continue; }  // no DFL (YOLO26): the distances
         let max = -Infinity;
         for (let k = 0; k < regMax; k++) max = Math.max(max, logits[base + k]);
         let sum = 0, expect = 0;
@@ -354,6 +355,32 @@ export function selectAndNms(boxes, scores, count, nc, options = {}) {
   };
 }
 
+/**
+ * One-to-one (NMS-free) heads: the maxDet anchors of best score, then the maxDet best (anchor, class)
+ * pairs above conf, no NMS (postprocess.select_topk).
+ */
+export function selectTopk(boxes, scores, count, nc, options = {}) {
+  const { conf, maxDet } = { ...DEFAULT_NMS, ...options };
+  let anchors = [];
+  const best = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    let b = -Infinity;
+    for (let c = 0; c < nc; c++) b = Math.max(b, scores[i * nc + c]);
+    best[i] = b;
+    if (b > conf) anchors.push(i);
+  }
+  if (anchors.length > maxDet) anchors = anchors.sort((a, b) => best[b] - best[a] || a - b).slice(0, maxDet).sort((a, b) => a - b);
+  const pairs = [];
+  for (const i of anchors) for (let c = 0; c < nc; c++) if (scores[i * nc + c] > conf) pairs.push([i, c, scores[i * nc + c]]);
+  pairs.sort((a, b) => b[2] - a[2]);
+  const kept = pairs.slice(0, maxDet);
+  return {
+    xyxy: kept.map(([i]) => Array.from(boxes.subarray(4 * i, 4 * i + 4))),
+    score: kept.map((p) => p[2]),
+    classId: kept.map((p) => p[1]),
+  };
+}
+
 /** Boxes in model-input pixels -> original image pixels, clipped to the image (Letterbox.to_original). */
 export function toOriginal(xyxy, place) {
   return xyxy.map(([x1, y1, x2, y2]) => {
@@ -368,7 +395,8 @@ export function postprocess(outputs, record, place, nmsOptions = {}) {
   const opts = { ...DEFAULT_NMS, ...nmsOptions };
   const nc = record.names.length;
   const { boxes, scores, count } = decodeOutputs(outputs, record.decode, nc, record.imgsz, opts.conf);
-  const kept = selectAndNms(boxes, scores, count, nc, opts);
+  const kept = record.decode.nms === false ? selectTopk(boxes, scores, count, nc, opts)
+    : selectAndNms(boxes, scores, count, nc, opts);
   const xyxy = toOriginal(kept.xyxy, place);
   return {
     image_hw: [place.srcH, place.srcW],

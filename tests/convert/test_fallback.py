@@ -9,7 +9,7 @@ import pytest
 from edgeport.artifact import sidecar_path
 from edgeport.convert import ConvertOptions, convert
 from edgeport.convert.tflite_ops import list_ops
-from edgeport.devices.coral.compat import analyze
+from edgeport.convert.edgetpu_compat import analyze
 from edgeport.errors import ConversionError
 
 

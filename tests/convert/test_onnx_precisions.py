@@ -33,9 +33,13 @@ def fp32_map(onnx_artifact, val16_data) -> float:
 def test_fp16_has_float16_weights_and_float32_io(onnx_precisions, target):
     path = onnx_precisions[(target, "fp16")]
     model = onnx.load(str(path))
-    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
-    weight_types = {i.data_type for i in model.graph.initializer if i.name in conv_weights}
+    # learned convolutions in float16; the DFL's fixed convolution is decode, kept float32
+    learned = {n.input[1] for n in model.graph.node if n.op_type == "Conv" and "dfl" not in n.name}
+    weight_types = {i.data_type for i in model.graph.initializer if i.name in learned}
     assert weight_types == {TensorProto.FLOAT16}
+    decode = {n.input[1] for n in model.graph.node if n.op_type == "Conv"} - learned
+    assert len(decode) == 1 and {i.data_type for i in model.graph.initializer if i.name in decode} == {
+        TensorProto.FLOAT}
     assert _io_types(model) == {TensorProto.FLOAT}  # the record says float32 I/O: it must be true
     record = _record(path)
     assert record["precision"] == "fp16" and record["target"] == target

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgeport.convert import ConvertOptions, convert
-from edgeport.devices.coral.compat import analyze
+from edgeport.convert.edgetpu_compat import analyze
 from edgeport.devices.coral.compiler import parse_log
 from edgeport.errors import BackendError
 from edgeport.runtime import Detector

@@ -331,3 +331,50 @@ def test_dfl_decode_skips_only_boxes_below_the_score_floor():
     flat = {k: np.zeros_like(v, dtype=np.float32) for k, v in outputs.items()}
     centre_boxes, _ = decode_dfl(flat, decode)
     np.testing.assert_allclose(centre_boxes[0, 6], [20 - 60, 12 - 60, 20 + 60, 12 + 60], atol=1e-4)
+
+
+# --- one-to-one (NMS-free) heads -------------------------------------------------------------------
+
+
+def test_no_dfl_decode_takes_the_distances_themselves():
+    """YOLO26 (reg_max 1): the box tensor holds ltrb distances in grid cells; a softmax over one bin
+    would give zero-area boxes."""
+    level = {"box": "b", "cls": "c", "stride": 8, "grid": [1, 2]}
+    decode = Decode(kind="dfl", levels=(level,), reg_max=1, nms=False)
+    box = np.array([[[1, 2, 3, 4], [0.5, 0.5, 0.5, 0.5]]], np.float32)
+    cls = np.full((1, 2, 3), 5.0, np.float32)
+    boxes, scores = decode_outputs({"b": box, "c": cls}, decode, 3, (8, 16))
+    np.testing.assert_allclose(boxes[0, 0], [4 - 8, 4 - 16, 4 + 24, 4 + 32])  # centre (4, 4), stride 8
+    np.testing.assert_allclose(boxes[0, 1], [12 - 4, 4 - 4, 12 + 4, 4 + 4])
+    assert scores.shape == (1, 2, 3)
+
+
+def test_topk_keeps_overlapping_boxes_without_nms():
+    from edgeport.runtime.postprocess import select_topk
+
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    scores = np.array([[0.9, 0.0], [0.8, 0.0], [0.1, 0.2]], np.float32)
+    xyxy, score, class_id = select_topk(boxes, scores, conf=0.25, max_det=300)
+    np.testing.assert_allclose(score, [0.9, 0.8])  # both kept: a one-to-one head gives one box per object
+    assert class_id.tolist() == [0, 0] and xyxy.shape == (2, 4)
+
+
+def test_topk_keeps_every_class_above_conf_best_first_up_to_max_det():
+    from edgeport.runtime.postprocess import select_topk
+
+    boxes = np.arange(16, dtype=np.float32).reshape(4, 4)
+    scores = np.array([[0.3, 0.95], [0.5, 0.0], [0.7, 0.6], [0.1, 0.2]], np.float32)
+    _, score, class_id = select_topk(boxes, scores, conf=0.25, max_det=3)
+    np.testing.assert_allclose(score, [0.95, 0.7, 0.6])
+    assert class_id.tolist() == [1, 0, 1]
+    _, empty, _ = select_topk(boxes, scores, conf=0.99, max_det=3)
+    assert empty.dtype == np.float32 and len(empty) == 0
+
+
+def test_end2end_rows_become_one_hot_scores_in_pixels():
+    rows = np.array([[[0.1, 0.2, 0.3, 0.4, 0.9, 2], [0, 0, 0, 0, 0.0, 0]]], np.float32)
+    decode = Decode(kind="end2end", boxes="out", scores="out", normalized=True, nms=False)
+    boxes, scores = decode_outputs({"out": rows}, decode, 3, (100, 200))
+    np.testing.assert_allclose(boxes[0, 0], [20, 20, 60, 40])
+    np.testing.assert_allclose(scores[0, 0], [0, 0, 0.9])
+    assert scores[0, 1].max() == 0

@@ -292,7 +292,13 @@ def test_serve_web_refuses_a_folder_without_manifest(tmp_path, capsys):
 
 
 def _random_head(rng, nc: int, imgsz: int, kind: str) -> tuple[dict, dict]:
-    """Random raw outputs with a few confident, overlapping boxes; (outputs, decode dict)."""
+    """Random raw outputs with a few confident, overlapping boxes; (outputs, decode dict). Kind "one2one":
+    YOLO26's NMS-free head (no DFL: the box tensor holds the distances; top-k, no NMS)."""
+    if kind == "one2one":
+        outputs, decode = _random_head(rng, nc, imgsz, "dfl")
+        for level in decode["levels"]:
+            outputs[level["box"]] = rng.uniform(0.5, 6, outputs[level["box"]].shape[:2] + (4,)).astype(np.float32)
+        return outputs, {**decode, "reg_max": 1, "nms": False}
     if kind == "dfl":
         levels, outputs = [], {}
         for stride in (8, 16, 32):
@@ -323,7 +329,7 @@ def test_js_pipeline_matches_python_letterbox_decode_and_nms(tmp_path):
     require_program("node")
     from edgeport.artifact import Decode
     from edgeport.runtime.detector import NmsOptions
-    from edgeport.runtime.postprocess import decode_outputs, select_and_nms
+    from edgeport.runtime.postprocess import decode_outputs, select_and_nms, select_topk
     from edgeport.runtime.preprocess import letterbox
 
     rng = np.random.default_rng(0)
@@ -337,7 +343,8 @@ def test_js_pipeline_matches_python_letterbox_decode_and_nms(tmp_path):
         images.append((cv2.resize(smooth, (w, h), interpolation=cv2.INTER_CUBIC) // 2
                        + rng.integers(0, 128, (h, w, 3)).astype(np.uint8), how))
     decodes = []
-    for kind, nms in (("dfl", {}), ("ultralytics", {}), ("ultralytics", {"multiLabel": True, "conf": 0.1}),
+    for kind, nms in (("dfl", {}), ("one2one", {}), ("one2one", {"maxDet": 5}), ("ultralytics", {}),
+                      ("ultralytics", {"multiLabel": True, "conf": 0.1}),
                       ("ultralytics", {"agnostic": True, "iou": 0.3, "maxDet": 7})):
         outputs, decode = _random_head(rng, 3, 320, kind)
         decodes.append({"outputs": {k: {"data": v.ravel().tolist(), "dims": list(v.shape)} for k, v in outputs.items()},
@@ -372,9 +379,12 @@ def test_js_pipeline_matches_python_letterbox_decode_and_nms(tmp_path):
         nms = {"multiLabel": "multi_label", "maxDet": "max_det"}
         options = replace(NmsOptions(), **{nms.get(k, k): v for k, v in case["nms"].items()})
         boxes, scores = decode_outputs(outputs, decode, 3, (320, 320), min_score=options.conf)
-        xyxy, score, class_id = select_and_nms(boxes[0], scores[0], conf=options.conf, iou=options.iou,
-                                               max_det=options.max_det, multi_label=options.multi_label,
-                                               agnostic=options.agnostic)
+        if decode.nms:
+            xyxy, score, class_id = select_and_nms(boxes[0], scores[0], conf=options.conf, iou=options.iou,
+                                                   max_det=options.max_det, multi_label=options.multi_label,
+                                                   agnostic=options.agnostic)
+        else:
+            xyxy, score, class_id = select_topk(boxes[0], scores[0], conf=options.conf, max_det=options.max_det)
         found = js["detections"]
         assert len(found) == len(score) > 3
         np.testing.assert_allclose([d["xyxy"] for d in found], place.to_original(xyxy), atol=1e-3)

@@ -1,4 +1,4 @@
-"""Which ops of a full-integer .tflite will map to the Edge TPU, and where the CPU fallback starts.
+"""Which ops of a full-integer .tflite will map to the Edge TPU, and where the CPU fallback starts (conversion-time work).
 
 The compiler maps ops in graph order until the first op it cannot run; from there on every op
 runs on the CPU (its default, single-subgraph behaviour). This module predicts that from the
