@@ -192,8 +192,9 @@ def test_int8_calibration_survives_degenerate_tensors(tmp_path, val_images):
     folder.mkdir()
     for image in val_images[:4]:
         (folder / image.name).write_bytes(image.read_bytes())
+    # an untrained model's near-tied scores make int8 agreement meaningless: this test is about calibration
     options = ConvertOptions(out_dir=tmp_path, precision="int8", imgsz=160, data=folder, calibration_images=4,
-                             calibration_method="percentile")
+                             calibration_method="percentile", check=False)
     artifact = convert(source, "onnx", options)
     fallbacks = artifact.record.provenance["calibration_fallbacks"]
     assert fallbacks and all(": fallback range " in line for line in fallbacks.values())
@@ -202,7 +203,7 @@ def test_int8_calibration_survives_degenerate_tensors(tmp_path, val_images):
     outputs = Detector(artifact.path).infer(np.full((1, 3, 160, 160), 0.5, np.float32))
     assert all(np.isfinite(v).all() for v in outputs.values())
     # TensorRT's profile (int8 symmetric, Q/DQ on conv inputs) on the same float graph
-    model, _ = float_model(source, ConvertOptions(out_dir=tmp_path, imgsz=160))
+    model, _, _ = float_model(source, ConvertOptions(out_dir=tmp_path, imgsz=160))
     calibration = build_calibration_set(folder, imgsz=160, n=4, progress=False)
     _, _, trt_fallbacks = onnx_quant.quantize_int8(model, calibration, onnx_quant.TENSORRT, "percentile")
     assert trt_fallbacks and all(": fallback range -" in line for line in trt_fallbacks.values())  # symmetric
