@@ -212,13 +212,15 @@ def _write_nms_pipeline(ct, model, job: dict[str, Any], out: Path, names, size: 
     precision = job["precision"]
     nms_out = out.with_name(out.name.replace(".mlpackage", "_nms.mlpackage"))
     pipeline = _nms_pipeline(ct, model, list(names), job["nms"]["iou"], job["nms"]["conf"])
-    proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + "; NMS by edgeport's runtime, "
+    selection = "top-k (no NMS)" if provenance["head"]["nms_free"] else "NMS"
+    proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + f"; {selection} by edgeport's runtime, "
              "not the pipeline's NonMaximumSuppression"}
     nms_prov = {**provenance, "proxy": proxy}
     if provenance["head"]["nms_free"]:
         nms_prov["nms_note"] = NMS_ON_NMS_FREE
         say(f"coreml: --nms on an NMS-free head: {NMS_ON_NMS_FREE}")
-    nms_record = package_record(names, size, anchors, precision, nms_prov, nms=job["nms"])
+    nms_record = package_record(names, size, anchors, precision, nms_prov, nms=job["nms"],
+                                one_to_one=provenance["head"]["nms_free"])
     _set_metadata(pipeline, nms_record.to_json(), list(names),
                   f"{Path(job['source']).stem} detector with NMS ({precision}), edgeport")
     pipeline.save(str(nms_out))
@@ -268,7 +270,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                                        if provenance["head"]["nms_free"] else "")
     provenance.update({"minimum_deployment_target": target.name, "proxy": {"artifact": proxy_path.name,
                                                                             "label": label}})
-    record = package_record(names, size, anchors, precision, provenance)
+    record = package_record(names, size, anchors, precision, provenance, one_to_one=source.one_to_one)
     _set_metadata(model, record.to_json(), list(names), f"{Path(job['source']).stem} detector ({precision}), edgeport")
     model.save(str(out))
     write_sidecar(out, record)
