@@ -39,12 +39,13 @@ PROXY_LABELS = {
 
 
 def package_record(names: tuple[str, ...], size: int, anchors: int, precision: str, prov: dict[str, Any],
-                   nms: dict[str, float] | None = None) -> ArtifactRecord:
+                   nms: dict[str, float] | None = None, one_to_one: bool = False) -> ArtifactRecord:
     """The record of a package: RGB uint8 NHWC image in (the model itself scales it by 1/255, as
     preprocess.scale says), Vision's outputs.
 
     The model's outputs are (N, 4) and (N, nc); the CoreML backend hands them on with a batch axis.
-    With `nms` (the pipeline) N is however many boxes survive the model's own NMS.
+    With `nms` (the pipeline) N is however many boxes survive the model's own NMS. `one_to_one` (an
+    NMS-free head: YOLOv10, YOLO26): the runtime keeps the top-k (decode.nms False), as Ultralytics does.
     """
     count = -1 if nms else anchors
     return ArtifactRecord(
@@ -53,7 +54,8 @@ def package_record(names: tuple[str, ...], size: int, anchors: int, precision: s
         outputs=(TensorSpec("coordinates", (1, count, 4), "float32"),
                  TensorSpec("confidence", (1, count, len(names)), "float32")),
         preprocess=Preprocess(),
-        decode=Decode(kind="split", boxes="coordinates", scores="confidence", box_format="xywh", normalized=True),
+        decode=Decode(kind="split", boxes="coordinates", scores="confidence", box_format="xywh", normalized=True,
+                      nms=not one_to_one),
         target="coreml", precision=precision,
         provenance={**prov, **({"nms": {"iou_threshold": nms["iou"], "confidence_threshold": nms["conf"],
                                         "per_class": True}} if nms else {})})

@@ -2,7 +2,8 @@
 
 `Body` (image -> raw per-level head logits) is what gets quantized; `VisionDecode` turns those
 logits into Vision's `coordinates` (N, 4) normalized cx, cy, w, h and `confidence` (N, nc).
-Runs inside the CoreML worker process (torch is imported before coremltools there).
+Runs inside the CoreML worker process (torch is imported before coremltools there); the model and its
+graph walk come from edgeport.convert.source, as for every target.
 """
 
 from __future__ import annotations
@@ -12,49 +13,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeport.convert.source import SourceModel, head_branch, load_source, walk_backbone
 from edgeport.errors import UnsupportedModelError
 
 
-ONE_TO_ONE, ONE_TO_MANY = "one-to-one", "one-to-many"
-
-
-def head_branch(head) -> tuple[torch.nn.ModuleList, torch.nn.ModuleList, str]:
-    """(box convs, class convs, branch) per level of an Ultralytics Detect head: its one-to-one
-    (NMS-free) branch when it has one (YOLOv10, YOLO26), else its one-to-many branch.
-
-    The graph walking here is deliberately small (one head, two branches) so that a shared model
-    walker can replace it. Raises UnsupportedModelError for a head that is not YOLOv8-style.
-    """
-    if not hasattr(head, "cv2") or not hasattr(head, "reg_max"):
-        raise UnsupportedModelError(f"the last layer is {type(head).__name__}, not a YOLOv8-style Detect head")
-    if getattr(head, "one2one_cv2", None) is not None:
-        return head.one2one_cv2, head.one2one_cv3, ONE_TO_ONE
-    if head.cv2 is None:
-        raise UnsupportedModelError(f"{type(head).__name__}: neither head branch is left (cv2 and one2one_cv2 "
-                                    "were both removed)")
-    return head.cv2, head.cv3, ONE_TO_MANY
-
-
 class Body(torch.nn.Module):
-    """NCHW float image 0..1 -> (box logits, class logits) per level, NCHW; traceable by torch.fx."""
+    """NCHW float image 0..1 -> (box logits, class logits) per level, NCHW; traceable by torch.fx.
+
+    The backbone is `walk_backbone`'s and the head branch `head_branch`'s (edgeport.convert.source):
+    the same graph every other target converts."""
 
     def __init__(self, detection_model) -> None:
         super().__init__()
-        self.box_convs, self.class_convs, self.branch = head_branch(detection_model.model[-1])
-        self.layers = detection_model.model
-        self.save = list(detection_model.save)
+        self.net = detection_model
+        self.box_convs, self.class_convs = head_branch(detection_model.model[-1])
 
     def forward(self, x):
-        saved = []
-        for layer in self.layers[:-1]:
-            if layer.f != -1:
-                x = saved[layer.f] if isinstance(layer.f, int) else [x if j == -1 else saved[j] for j in layer.f]
-            x = layer(x)
-            saved.append(x if layer.i in self.save else None)
-        head = self.layers[-1]
         outputs = []
-        for level, j in enumerate(head.f):
-            feat = x if j == -1 else saved[j]
+        for level, feat in enumerate(walk_backbone(self.net, x)):
             outputs.append(self.box_convs[level](feat))
             outputs.append(self.class_convs[level](feat))
         return tuple(outputs)
@@ -118,33 +94,21 @@ class BatchedOutputs(torch.nn.Module):
         return coordinates.unsqueeze(0), confidence.unsqueeze(0)
 
 
-def load_detector(source: Path, imgsz: int | None):
-    """Return (Body, VisionDecode, names, size) of an Ultralytics .pt, conv+bn fused, float32, eval."""
-    from edgeport.convert.ultralytics_env import load_ultralytics
+def load_detector(path: Path, imgsz: int | None) -> tuple[SourceModel, Body, VisionDecode]:
+    """The source model (`load_source`: fused, float32, eval), its `Body` and `VisionDecode`.
 
-    load_ultralytics()
-    from ultralytics import YOLO
+    Raises UnsupportedModelError for an image size the strides do not divide (or what load_source raises).
+    """
     from ultralytics.nn.modules.block import C2f
 
-    yolo = YOLO(str(source))
-    if yolo.task != "detect":
-        raise UnsupportedModelError(f"{source}: task {yolo.task!r} is not supported; only detection models")
-    size = int(imgsz or yolo.model.args.get("imgsz", 640))
-    names = tuple(str(yolo.names[i]) for i in sorted(yolo.names))
-    net = yolo.model.float().eval()
-    head = net.model[-1]
-    if getattr(head, "one2one_cv2", None) is not None:
-        head.end2end = True  # fuse() then drops the one-to-many branch and keeps the NMS-free one
-    net = net.fuse(verbose=False)
-    for module in net.modules():
+    source = load_source(path, imgsz)
+    if any(source.imgsz % s for s in source.strides):
+        raise UnsupportedModelError(f"image size {source.imgsz} is not a multiple of the strides "
+                                    f"{list(source.strides)}")
+    for module in source.net.modules():
         if isinstance(module, C2f):  # chunk() cannot be traced by torch.fx; split() computes the same
             module.forward = module.forward_split
-    head = net.model[-1]
-    strides = [int(s) for s in head.stride.tolist()]
-    if any(size % s for s in strides):
-        raise UnsupportedModelError(f"image size {size} is not a multiple of the strides {strides}")
-    body = Body(net).eval()
-    return body, VisionDecode(size, strides, int(head.reg_max)).eval(), names, size
+    return source, Body(source.net).eval(), VisionDecode(source.imgsz, list(source.strides), source.reg_max).eval()
 
 
 def convs_in_order(module: torch.nn.Module, example: torch.Tensor) -> list[torch.nn.Conv2d]:

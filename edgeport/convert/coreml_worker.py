@@ -193,16 +193,14 @@ NMS_ON_NMS_FREE = ("the head is NMS-free (one-to-one), so the pipeline's NonMaxi
                    "from a model ending in NonMaximumSuppression")
 
 
-def head_provenance(branch: str, reg_max: int) -> dict[str, Any]:
+def head_provenance(one_to_one: bool, reg_max: int) -> dict[str, Any]:
     """What the package's coordinates/confidence are computed from, for the record."""
-    from edgeport.convert.coreml_torch import ONE_TO_ONE
-
+    branch = "one-to-one" if one_to_one else "one-to-many"
     boxes = ("box distances used as given (no DFL, reg_max 1)" if reg_max == 1
              else f"box distances as the expectation over {reg_max} DFL bins")
-    return {"branch": branch, "reg_max": reg_max, "nms_free": branch == ONE_TO_ONE,
-            "decoded": f"the head's {branch} branch{' (NMS-free)' if branch == ONE_TO_ONE else ''}: {boxes}, "
+    return {"branch": branch, "reg_max": reg_max, "nms_free": one_to_one,
+            "decoded": f"the head's {branch} branch{' (NMS-free)' if one_to_one else ''}: {boxes}, "
                        "boxes = anchor -+ distance x stride, sigmoid class scores"}
-
 
 
 def _write_nms_pipeline(ct, model, job: dict[str, Any], out: Path, names, size: int, anchors: int,
@@ -214,13 +212,15 @@ def _write_nms_pipeline(ct, model, job: dict[str, Any], out: Path, names, size: 
     precision = job["precision"]
     nms_out = out.with_name(out.name.replace(".mlpackage", "_nms.mlpackage"))
     pipeline = _nms_pipeline(ct, model, list(names), job["nms"]["iou"], job["nms"]["conf"])
-    proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + "; NMS by edgeport's runtime, "
+    selection = "top-k (no NMS)" if provenance["head"]["nms_free"] else "NMS"
+    proxy = {**provenance["proxy"], "label": provenance["proxy"]["label"] + f"; {selection} by edgeport's runtime, "
              "not the pipeline's NonMaximumSuppression"}
     nms_prov = {**provenance, "proxy": proxy}
     if provenance["head"]["nms_free"]:
         nms_prov["nms_note"] = NMS_ON_NMS_FREE
         say(f"coreml: --nms on an NMS-free head: {NMS_ON_NMS_FREE}")
-    nms_record = package_record(names, size, anchors, precision, nms_prov, nms=job["nms"])
+    nms_record = package_record(names, size, anchors, precision, nms_prov, nms=job["nms"],
+                                one_to_one=provenance["head"]["nms_free"])
     _set_metadata(pipeline, nms_record.to_json(), list(names),
                   f"{Path(job['source']).stem} detector with NMS ({precision}), edgeport")
     pipeline.save(str(nms_out))
@@ -230,6 +230,8 @@ def _write_nms_pipeline(ct, model, job: dict[str, Any], out: Path, names, size: 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Write the package(s) and the proxy a job asks for; return what was written."""
+    import copy
+
     import torch
 
     from edgeport.artifact import write_sidecar
@@ -245,9 +247,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     ct = _import_coremltools()
     precision = job["precision"]
     out, proxy_path = Path(job["out"]), Path(job["proxy"])
-    body, decode, names, size = load_detector(Path(job["source"]), job.get("imgsz"))
+    source, body, decode = load_detector(Path(job["source"]), job.get("imgsz"))
+    names, size = source.names, source.imgsz
+    float_body = None if precision == "w8a8" else copy.deepcopy(body)  # the proxy's, before any conversion
     provenance = {**job["provenance"], "tools": {**job["provenance"].get("tools", {}), "coremltools": ct.__version__},
-                  "head": head_provenance(body.branch, decode.reg_max)}
+                  "head": head_provenance(source.one_to_one, source.reg_max)}
     say(f"coreml: the package decodes {provenance['head']['decoded']}")
     fake_quant = None
     if precision == "w8a8":
@@ -266,7 +270,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                                        if provenance["head"]["nms_free"] else "")
     provenance.update({"minimum_deployment_target": target.name, "proxy": {"artifact": proxy_path.name,
                                                                             "label": label}})
-    record = package_record(names, size, anchors, precision, provenance)
+    record = package_record(names, size, anchors, precision, provenance, one_to_one=source.one_to_one)
     _set_metadata(model, record.to_json(), list(names), f"{Path(job['source']).stem} detector ({precision}), edgeport")
     model.save(str(out))
     write_sidecar(out, record)
@@ -280,7 +284,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     if fake_quant is not None:
         export_onnx(VisionDetector(fake_quant, decode).eval(), proxy_path, size)
     else:
-        float_body, _, _, _ = load_detector(Path(job["source"]), job.get("imgsz"))
         proxy_model = VisionDetector(float_body, decode).eval()
         copied = load_package_weights(ct, out, convs_in_order(proxy_model, torch.zeros(1, 3, size, size)))
         say(f"coreml: proxy holds the {copied} conv weights read back from {out.name}")

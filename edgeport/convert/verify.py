@@ -101,6 +101,18 @@ class FloatReference:
         return results
 
 
+def _with_area(detections):
+    """The float model's detections whose box has an area: one with none (an untrained head's inverted
+    box, or one wholly in the letterbox padding) can match nothing by IoU, so it says nothing of the artifact."""
+    from dataclasses import replace
+
+    xyxy = detections.xyxy
+    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    if keep.all():
+        return detections
+    return replace(detections, xyxy=xyxy[keep], score=detections.score[keep], class_id=detections.class_id[keep])
+
+
 def measure(detector, reference: FloatReference, images: list[Path]) -> Agreement:
     """Agreement of an opened artifact with the float reference on `images`."""
     from edgeport.evaluate.metrics import ImageEval
@@ -110,7 +122,7 @@ def measure(detector, reference: FloatReference, images: list[Path]) -> Agreemen
     rgb = [detector.load(path) for path in images]
     empty = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
     for conf in CONFS:
-        base = reference.detect(rgb, detector.record, conf)
+        base = [_with_area(d) for d in reference.detect(rgb, detector.record, conf)]
         if sum(len(d.score) for d in base) >= MIN_DETECTIONS:
             break
     ours = detector.detect_rgb(rgb, NmsOptions(conf=conf))

@@ -88,12 +88,26 @@ def test_nms_pipeline_on_an_nms_free_head_says_why(yolo26n_coreml):
     assert "NMS-free" in note and "VNRecognizedObjectObservation" in note
 
 
-def test_yolo26n_proxy_decodes_the_one_to_one_head_as_ultralytics_does(yolo26n_coreml):
-    """Every anchor's box and scores equal Ultralytics' own decode of the one-to-one branch
-    (distances used as given, no softmax over a single bin), up to the package's fp16 weights."""
+def _ultralytics_one_to_one(source: Path, image: np.ndarray):
+    """(head, Ultralytics' own decode of the one-to-one branch (B, 4 + nc, N)) of the .pt at `source`."""
     import torch
 
     from edgeport.convert.ultralytics_env import load_ultralytics
+
+    load_ultralytics()
+    from ultralytics import YOLO
+
+    net = YOLO(str(source)).model.float().eval()
+    head = net.model[-1]
+    head.end2end = True
+    with torch.no_grad():
+        _, raw = net(torch.from_numpy(image))
+        return head, head._inference(raw["one2one"])
+
+
+def test_yolo26n_proxy_decodes_the_one_to_one_head_as_ultralytics_does(yolo26n_coreml):
+    """Every anchor's box and scores equal Ultralytics' own decode of the one-to-one branch
+    (distances used as given, no softmax over a single bin), up to the package's fp16 weights."""
     from edgeport.runtime import Detector
 
     from family_models import sample_batch
@@ -103,15 +117,8 @@ def test_yolo26n_proxy_decodes_the_one_to_one_head_as_ultralytics_does(yolo26n_c
     assert proxy.record.provenance["proxy_for"] == artifact.path.name
     image = sample_batch(320, 1)
     out = proxy.infer(image)
-    load_ultralytics()
-    from ultralytics import YOLO
-
-    net = YOLO(str(yolo26n_coreml["source"])).model.float().eval()
-    head = net.model[-1]
-    head.end2end = True
-    with torch.no_grad():
-        _, raw = net(torch.from_numpy(image))
-        reference = head._inference(raw["one2one"])[0].numpy()  # (4 + nc, N): xyxy pixels, sigmoid scores
+    head, decoded = _ultralytics_one_to_one(yolo26n_coreml["source"], image)
+    reference = decoded[0].numpy()  # (4 + nc, N): xyxy pixels, sigmoid scores
     centre, size = out["coordinates"][0][:, :2] * 320, out["coordinates"][0][:, 2:] * 320
     xyxy = np.concatenate([centre - size / 2, centre + size / 2], 1)
     error = np.abs(xyxy - reference[:4].T)
@@ -119,6 +126,43 @@ def test_yolo26n_proxy_decodes_the_one_to_one_head_as_ultralytics_does(yolo26n_c
     assert np.percentile(error, 50) < 0.1 and np.percentile(error, 99) < 3.0, error.max()
     score_error = np.abs(out["confidence"][0] - reference[4:].T)
     assert np.median(score_error) < 1e-3 and score_error.max() < 0.02
+
+
+def test_yolo26n_records_ask_for_top_k_without_nms_as_ultralytics_selects(yolo26n_coreml):
+    """Package, pipeline and proxy records say decode.nms False, and the proxy's detections through the
+    runtime are Ultralytics' own one-to-one selection (top-k over anchors and classes, no NMS)."""
+    import torch
+
+    from edgeport.runtime import Detector
+    from edgeport.runtime.detector import NmsOptions
+    from edgeport.runtime.postprocess import select_and_nms
+    from edgeport.runtime.preprocess import Letterbox
+
+    from family_models import sample_batch
+
+    artifact = yolo26n_coreml["artifact"]
+    proxy = Detector(artifact.path.parent / artifact.record.provenance["proxy"]["artifact"])
+    embedded = ArtifactRecord.from_dict(json.loads(yolo26n_coreml["inspect"][str(artifact.path)]["user_defined"]
+                                                   ["edgeport"]))
+    for record in (artifact.record, embedded, read_sidecar(yolo26n_coreml["pipeline"]), proxy.record):
+        assert record.decode.nms is False
+    image = sample_batch(320, 1)
+    head, decoded = _ultralytics_one_to_one(yolo26n_coreml["source"], image)
+    with torch.no_grad():
+        chosen = head.postprocess(decoded.transpose(1, 2))[0].numpy()  # (300, 6): Ultralytics' top-k
+    outputs = proxy.infer(image)
+    # conf 0: every one of the max_det best (anchor, class) pairs, no threshold for fp16 rounding to cross
+    (found,) = proxy.postprocess(outputs, [Letterbox(1.0, 1.0, 0, 0, (320, 320))], NmsOptions(conf=0.0))
+    assert len(found.score) == len(chosen) == 300
+    for row in chosen[:50]:  # the best 50 are there: same class, box and score up to the fp16 weights
+        same_class = found.class_id == int(row[5])
+        distance = np.where(same_class, np.abs(found.xyxy - np.clip(row[:4], 0, 320)).max(1), np.inf)
+        nearest = int(np.argmin(distance))
+        assert distance[nearest] < 6.0 and abs(found.score[nearest] - row[4]) < 0.02, (row, distance[nearest])
+    boxes = outputs["coordinates"][0]  # NMS on the same outputs would drop some of them
+    xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1) * 320
+    kept = select_and_nms(xyxy, outputs["confidence"][0], conf=0.0, iou=0.45, max_det=300)[1]
+    assert not np.array_equal(kept[:50], found.score[:50])  # NMS drops some of the best 50: the check can fail
 
 
 def test_yolo11n_int8_weights_converts_and_reports_its_proxy_drop(tmp_path, val16_data):
@@ -138,8 +182,9 @@ def test_yolo11n_int8_weights_converts_and_reports_its_proxy_drop(tmp_path, val1
     assert code == 0
     package = tmp_path / "yolo11n_coreml_int8w.mlpackage"
     rows = {Path(r["artifact"]).name: r for r in json.loads((tmp_path / "report.json").read_text())["rows"]}
-    row = rows["yolo11n_coreml_int8w_proxy.onnx"]
+    row = rows["yolo11n_coreml_int8w.mlpackage"]
     assert row["precision"] == "int8w" and row["drop_map50_95"] is not None and "yolo11n.onnx" in rows
+    assert row["status"] == "proxy" and "yolo11n_coreml_int8w_proxy.onnx" in row["measured_on"]
     done = subprocess.run([sys.executable, "-m", "edgeport.convert.coreml_worker", "inspect", str(package)],
                           capture_output=True, text=True, check=True, env=_env())
     info = json.loads(done.stdout)[str(package)]

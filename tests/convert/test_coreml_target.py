@@ -44,6 +44,7 @@ def test_labels_and_record_are_in_the_package_and_beside_it(coreml_artifacts, co
         assert list(record.names) == NAMES and record.target == "coreml" and record.precision == "fp16"
         assert (record.layout, record.inputs[0].dtype, record.inputs[0].shape) == ("NHWC", "uint8", (1, 320, 320, 3))
         assert (record.decode.kind, record.decode.box_format, record.decode.normalized) == ("split", "xywh", True)
+        assert record.decode.nms  # a one-to-many head: the runtime runs NMS
         assert record.provenance["proxy"] == {"artifact": "shapes_yolov8n_coreml_fp16_proxy.onnx",
                                               "label": PROXY_LABELS["fp16"]}
         assert record.provenance["minimum_deployment_target"] == "iOS16"
