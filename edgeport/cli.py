@@ -46,6 +46,13 @@ def _open(args: argparse.Namespace, model: Path, **options):
     return RuntimeOptions.from_args(args).open(model, max_pixels=args.max_pixels, **options)
 
 
+def _batch(args: argparse.Namespace) -> int:
+    """convert --batch N or dynamic (0); 1 when the command has no --batch."""
+    from edgeport.convert.targets import parse_batch
+
+    return parse_batch(str(getattr(args, "batch", 1)))
+
+
 def _convert_options(args: argparse.Namespace, command: str, precision: str = "fp32"):
     """ConvertOptions from the convert/quickstart arguments."""
     from edgeport.convert import ConvertOptions
@@ -55,7 +62,7 @@ def _convert_options(args: argparse.Namespace, command: str, precision: str = "f
                           io=getattr(args, "io", "uint8"), data=args.data, calibration_images=args.calibration_images,
                           calibration_dir=getattr(args, "calibration_dir", None) or args.out / "calib",
                           calibration_method=getattr(args, "calibration_method", None),
-                          check=getattr(args, "check", True))
+                          check=getattr(args, "check", True), batch=_batch(args))
 
 
 def convert_many_and_report(model: Path, names: list[str], args: argparse.Namespace, command: str) -> int:
@@ -100,7 +107,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                              calibration_dir=args.calibration_dir, calibration_method=args.calibration_method,
                              max_drop=args.max_drop, fallback=args.fallback, ort_web_dir=args.ort_web_dir,
                              ort_format=args.ort_format, nms=args.nms, nms_iou=args.nms_iou, nms_conf=args.nms_conf,
-                             check=args.check)
+                             check=args.check, batch=_batch(args))
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
     for extra in artifact.extra_files:
@@ -370,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=None, help="input size (default: the training size)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--name", default=None, help="file stem of the artifact (default: the model's)")
+    p.add_argument("--batch", default="1", metavar="N|dynamic",
+                   help="images per invoke baked into the artifact (default 1); onnx, tflite: a fixed N (the "
+                   "runtime pads the last group); onnx only: 'dynamic' (any batch size)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true",
                            help="tflite: float16 weights; onnx, tensorrt: float16 weights and compute, float32 I/O; "

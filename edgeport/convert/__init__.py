@@ -13,7 +13,7 @@ from typing import Any, Callable
 from edgeport.artifact import ArtifactRecord, artifact_size
 from edgeport.errors import ConversionError, ModelNotFoundError, UnsupportedModelError
 
-from edgeport.convert.targets import REGISTRY
+from edgeport.convert.targets import REGISTRY, check_batch
 
 # target -> "module:function"; each function is convert(model: Path, options: ConvertOptions) -> Artifact
 TARGETS: dict[str, str] = {target.name: target.entry for target in REGISTRY}
@@ -43,6 +43,7 @@ class ConvertOptions:
     nms_iou: float = 0.45  # coreml --nms: the pipeline's default IoU threshold
     nms_conf: float = 0.25  # coreml --nms: the pipeline's default confidence threshold
     check: bool = True  # run the written artifact against its float source before reporting success
+    batch: int = 1  # images per invoke baked into the artifact; 0: a dynamic batch dimension (onnx only)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class Artifact:
     def describe(self) -> dict[str, Any]:
         return {"artifact": str(self.path), "target": self.record.target, "precision": self.record.precision,
                 "size_bytes": self.size_bytes}
+
+
+def batch_suffix(batch: int) -> str:
+    """The file-name tail of a batched artifact ("" at batch 1, "_batch4", "_batch_dynamic")."""
+    return "" if batch == 1 else "_batch_dynamic" if batch == 0 else f"_batch{batch}"
 
 
 def check_source(model: str | Path) -> Path:
@@ -82,6 +88,7 @@ def convert(model: str | Path, target: str, options: ConvertOptions = ConvertOpt
     """
     if target not in TARGETS:
         raise ConversionError(f"unknown target {target!r}; choose one of: {', '.join(sorted(TARGETS))}")
+    check_batch(target, options)
     source = check_source(model)
     module_name, function_name = TARGETS[target].split(":")
     function = getattr(importlib.import_module(module_name), function_name)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.artifact import METADATA_KEY, ArtifactRecord, Decode, Preprocess, TensorSpec
-from edgeport.convert import Artifact, ConvertOptions
+from edgeport.convert import Artifact, ConvertOptions, batch_suffix
 from edgeport.convert.provenance import provenance
 from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
 
@@ -112,17 +112,19 @@ def check_precision(target: str, options: ConvertOptions) -> None:
                               "folder or a video")
 
 
-def export_source_onnx(source, work_dir: Path, opset: int) -> Path:
-    """torch.onnx export of the SourceModel's decoded graph (boxes, scores) to work_dir/decoded.onnx."""
+def export_source_onnx(source, work_dir: Path, opset: int, batch: int = 1) -> Path:
+    """torch.onnx export of the SourceModel's decoded graph (boxes, scores) to work_dir/decoded.onnx, with
+    a fixed batch, or a dynamic batch dimension named "batch" when `batch` is 0."""
     import torch
 
     out = work_dir / "decoded.onnx"
     size = source.imgsz
+    axes = {name: {0: "batch"} for name in ("images", "boxes", "scores")} if batch == 0 else None
     try:
         with torch.no_grad():
-            torch.onnx.export(source.decoded(), (torch.zeros(1, 3, size, size),), str(out), opset_version=opset,
-                              input_names=["images"], output_names=["boxes", "scores"], do_constant_folding=True,
-                              dynamo=False)
+            torch.onnx.export(source.decoded(), (torch.zeros(max(batch, 1), 3, size, size),), str(out),
+                              opset_version=opset, input_names=["images"], output_names=["boxes", "scores"],
+                              do_constant_folding=True, dynamic_axes=axes, dynamo=False)
     except Exception as exc:
         raise ConversionError(f"onnx: torch.onnx export of {source.path.name} failed: "
                               f"{str(exc).splitlines()[0]}") from exc
@@ -146,9 +148,12 @@ def float_model(source: Path, options: ConvertOptions, loaded=None):
             loaded = loaded or load_source(source, options.imgsz)
             head = loaded.describe()
             say(f"onnx: exporting {source.name} ({loaded.family}, {loaded.head_kind} head, opset {options.opset})")
-            model = onnx.load(str(export_source_onnx(loaded, Path(tmp), options.opset)))
+            model = onnx.load(str(export_source_onnx(loaded, Path(tmp), options.opset, options.batch)))
             names = loaded.names
         else:
+            if options.batch != 1:
+                raise UnsupportedModelError(f"{source}: --batch needs the Ultralytics .pt (an exported ONNX has "
+                                            "its batch fixed in the graph); convert the .pt instead")
             try:
                 model = onnx.load(str(source))
             except Exception as exc:
@@ -163,17 +168,18 @@ def float_model(source: Path, options: ConvertOptions, loaded=None):
             raise UnsupportedModelError(f"{source}: opset {model.opset_import[0].version} < 17; export with opset>=17")
         model = onnxslim.slim(model)
     in_dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    if any(d <= 0 for d in in_dims):
+    if any(d <= 0 for d in in_dims[1:]) or (in_dims[0] <= 0 and options.batch != 0):
         raise UnsupportedModelError(f"{source}: dynamic input shape {in_dims}; export with a static shape")
     return model, names, head
 
 
 def _graph_spec(value_info) -> TensorSpec:
-    """TensorSpec of a graph input/output as the file declares it (name, static shape, dtype)."""
+    """TensorSpec of a graph input/output as the file declares it (name, shape with -1 for a dynamic
+    dimension, as the runtime's backends read it, dtype)."""
     from onnx.helper import tensor_dtype_to_np_dtype
 
     tensor = value_info.type.tensor_type
-    return TensorSpec(value_info.name, tuple(d.dim_value for d in tensor.shape.dim),
+    return TensorSpec(value_info.name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim),
                       np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)).name)
 
 
@@ -263,7 +269,8 @@ def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:
     say = options.progress or (lambda line: None)
     model, names, prov = model_at_precision(source, options, "onnx", onnx_quant.CPU)
     record = split_record(model, names, "onnx", options.precision, prov)
-    out = options.out_dir / f"{options.name or source.stem}{SUFFIX[options.precision]}.onnx"
+    stem = f"{options.name or source.stem}{SUFFIX[options.precision]}{batch_suffix(options.batch)}"
+    out = options.out_dir / f"{stem}.onnx"
     save_with_record(model, record, out)
     say(f"onnx: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return Artifact(path=out, record=record)

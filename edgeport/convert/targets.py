@@ -33,6 +33,7 @@ class Target:
     calibrated: str | None = None  # the integer variant `--target all` adds when --data is given
     calibration_methods: tuple[str, ...] = ()
     extra: str = "convert"  # the pip extra that brings its dependencies
+    batches: tuple[str, ...] = ()  # "fixed" (--batch N), "dynamic" (--batch dynamic); () batch 1 only
 
     def precision_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.precisions)
@@ -44,10 +45,11 @@ INT8 = Precision("int8", "static int8, calibrated on --data", needs_data=True)
 ORT_METHODS = ("percentile", "minmax", "entropy")
 
 REGISTRY: tuple[Target, ...] = (
-    Target("onnx", "edgeport.convert.onnx_target:convert_onnx", (FP32, FP16, INT8), "fp32", "int8", ORT_METHODS),
+    Target("onnx", "edgeport.convert.onnx_target:convert_onnx", (FP32, FP16, INT8), "fp32", "int8", ORT_METHODS,
+           batches=("fixed", "dynamic")),
     Target("tflite", "edgeport.convert.tflite_target:convert_tflite",
            (FP32, FP16, Precision("dynamic", "dynamic-range int8 weights"), INT8), "fp32", "int8",
-           ("minmax", "percentile")),
+           ("minmax", "percentile"), batches=("fixed",)),
     Target("edgetpu", "edgeport.convert.edgetpu_target:convert_edgetpu", (INT8,), "int8", None, ("minmax",
                                                                                                  "percentile")),
     Target("onnx-web", "edgeport.convert.onnx_web_target:convert_onnx_web", (FP32, FP16, INT8), "fp32", "int8",
@@ -60,6 +62,38 @@ REGISTRY: tuple[Target, ...] = (
             Precision("palette6", "6-bit palettized weights")), "fp16", "int8w", extra="coreml"),
 )
 BY_NAME: dict[str, Target] = {t.name: t for t in REGISTRY}
+
+
+def parse_batch(text: str) -> int:
+    """`--batch`: a positive integer, or "dynamic" (returned as 0); raises ConversionError."""
+    if text.strip().lower() == "dynamic":
+        return 0
+    try:
+        batch = int(text)
+    except ValueError:
+        batch = -1
+    if batch < 1:
+        raise ConversionError(f"--batch {text!r}: give a positive number of images (4) or 'dynamic'")
+    return batch
+
+
+def check_batch(name: str, options) -> None:
+    """Refuse, before any work, a batch the target cannot bake in (one line the user can act on)."""
+    batch = options.batch
+    if batch == 1 or name not in BY_NAME:
+        return
+    kinds = BY_NAME[name].batches
+    if batch == 0 and "dynamic" not in kinds:
+        if "fixed" in kinds:
+            raise ConversionError(f"{name}: --batch dynamic is not possible: LiteRT models have static shapes; "
+                                  "pass a fixed --batch N (the runtime pads the last group)")
+        raise ConversionError(f"{name}: --batch dynamic is not supported; this target writes batch 1 only")
+    if batch > 1 and "fixed" not in kinds:
+        raise ConversionError(f"{name}: --batch {batch} is not supported; this target writes batch 1 only "
+                              f"(batched targets: {', '.join(t.name for t in REGISTRY if t.batches)})")
+    if options.precision == "int8":
+        raise ConversionError(f"{name}: --batch with --int8 is not supported yet (calibration runs at batch 1); "
+                              "convert int8 at batch 1, or a float/fp16 artifact with --batch")
 
 
 def parse_targets(text: str) -> list[str]:
@@ -110,6 +144,12 @@ def convert_many(model: Path, names: list[str], options, say: Callable[[str], No
             say(f"convert: skipped {name}: it is integer-only and needs calibration images (--data)")
     for name, precision in plan(names, calibrated):
         say(f"convert: [{name} {precision}]")
+        try:
+            check_batch(name, replace(options, precision=precision))
+        except ConversionError as exc:
+            result.skipped.append((name, precision, str(exc)))
+            say(f"convert: skipped {name} {precision}: {exc}")
+            continue
         try:
             result.artifacts.append(convert(model, name, replace(options, precision=precision)))
         except MissingDependencyError as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec, write_sidecar
-from edgeport.convert import Artifact, ConvertOptions
+from edgeport.convert import Artifact, ConvertOptions, batch_suffix
 from edgeport.convert.provenance import provenance
 from edgeport.convert.tflite_int8 import calibration_stats, quantize_float_ops, quantize_int8
 from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
@@ -81,8 +81,8 @@ def check_options(source: Path, options: ConvertOptions) -> ConvertOptions:
     return options
 
 
-def export_float(loaded, float_path: Path) -> None:
-    """The float flatbuffer of the SourceModel's raw head (NHWC input), written by litert-torch."""
+def export_float(loaded, float_path: Path, batch: int = 1) -> None:
+    """The float flatbuffer of the SourceModel's raw head (NHWC input, `batch` images), written by litert-torch."""
     try:
         import litert_torch
         import torch
@@ -91,7 +91,7 @@ def export_float(loaded, float_path: Path) -> None:
     size = loaded.imgsz
     try:
         with torch.no_grad():
-            litert_torch.convert(loaded.raw_head("NHWC"), (torch.zeros(1, size, size, 3),)).export(str(float_path))
+            litert_torch.convert(loaded.raw_head("NHWC"), (torch.zeros(batch, size, size, 3),)).export(str(float_path))
     except Exception as exc:
         raise ConversionError(f"tflite: litert-torch conversion failed: {str(exc).splitlines()[0]}") from exc
 
@@ -163,7 +163,7 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
         say(describe_coverage(calibration))
     suffix = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic_int8",
               "int8": "full_integer_int8" if io != "float" else "int8_float_io"}[precision]
-    out = options.out_dir / f"{options.name or source.stem}_{suffix}.tflite"
+    out = options.out_dir / f"{options.name or source.stem}_{suffix}{batch_suffix(options.batch)}.tflite"
     prov = {**provenance(source, options.command, calibration.sha256 if calibration else None),
             "calibration_method": (f"percentile ({PERCENTILE_TEXT})" if options.calibration_method == "percentile"
                                    else "minmax (moving average, ai-edge-quantizer)") if calibration else "none",
@@ -172,9 +172,10 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
     os.environ.setdefault("TQDM_DISABLE", "1")  # ai-edge-quantizer's per-tensor bars would flood logs
     with tempfile.TemporaryDirectory(prefix="edgeport-tflite-") as tmp:
         float_path = Path(tmp) / "float.tflite"
-        say(f"tflite: converting {source.name} with litert-torch (NHWC {loaded.imgsz}x{loaded.imgsz}, "
+        say(f"tflite: converting {source.name} with litert-torch (NHWC {options.batch}x{loaded.imgsz}x"
+            f"{loaded.imgsz}, "
             f"{loaded.family}, raw {loaded.head_kind} head cut before the decode)")
-        export_float(loaded, float_path)
+        export_float(loaded, float_path, options.batch)
         quantize(float_path, out, loaded, calibration, options, prov, say)
     from edgeport.convert.tflite_ops import float_ops
 
