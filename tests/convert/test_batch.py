@@ -78,3 +78,22 @@ def test_cli_bad_batch_is_one_line(sample_model, tmp_path, capsys, text):
     assert main(["convert", str(sample_model), "--target", "onnx", "--batch", text, "--out", str(tmp_path)]) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgeport: error: --batch") and "\n" not in err
+
+
+def test_exported_onnx_source_refused_for_a_batch(onnx_artifact, tmp_path):
+    from edgeport.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="convert the .pt instead") as info:
+        convert(onnx_artifact, "onnx", ConvertOptions(out_dir=tmp_path, batch=4))
+    assert "\n" not in str(info.value) and not any(tmp_path.iterdir())
+
+
+def test_target_all_skips_targets_without_the_batch(sample_model, tmp_path):
+    from edgeport.convert.targets import convert_many
+
+    lines = []
+    result = convert_many(sample_model, ["edgetpu", "coreml"], ConvertOptions(out_dir=tmp_path, batch=0),
+                          lines.append)
+    assert result.artifacts == [] and result.failed == []
+    assert {name for name, _, _ in result.skipped} == {"edgetpu", "coreml"}
+    assert any("writes batch 1 only" in line for line in lines)
