@@ -34,29 +34,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from edgeport import sample  # noqa: E402
+from daemon_support import DAEMON_PROCESS  # noqa: E402
 from runtime_latency import frame_640x480  # noqa: E402
 
 GOALS = {"errors_5xx_at_40": 0, "p99_over_single_max": 3.0, "batching_speedup_min": 1.5}
 CLIENTS = (1, 8, 40)
-
-DAEMON = """
-import sys, threading, time
-from edgeport.daemon.config import parse_config
-from edgeport.daemon.service import Daemon
-daemon = Daemon(parse_config(sys.argv[1]))
-thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True)
-thread.start()
-while not (daemon.http._server.started or daemon.stopping):
-    time.sleep(0.05)
-print("ready", flush=True)
-sys.stdin.readline()
-print(daemon.metrics_text(), flush=True)
-daemon.stop()
-thread.join(30)
-"""
-
 
 def dynamic_batch_onnx(folder: Path) -> Path:
     """Ultralytics' ONNX export with a dynamic batch (export(dynamic=True)), height and width fixed at 320."""
@@ -95,7 +80,8 @@ def start_daemon(model: Path, folder: Path, batching: bool, extra: str,
               f"state_dir: {folder / 'state'}\n{extra}"
               f"http: {{port: {port}, batching: {{enabled: {str(batching).lower()}, max_batch: 8, "
               f"max_queue_delay_ms: 5, deadline_ms: {deadline_ms}}}}}\n")
-    child = subprocess.Popen([sys.executable, "-c", DAEMON, config], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-c", DAEMON_PROCESS, config, "--metrics"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE,
                              text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if child.stdout.readline().strip() != "ready":
         raise SystemExit("the daemon did not start")

@@ -113,3 +113,23 @@ def _stop_capture_threads(monkeypatch):
     yield
     for capture in started:
         capture.stop()
+
+
+# A daemon in its own process (for its own RSS, or its own cores): prints "ready" once HTTP is up, stops at a
+# line on stdin; with --metrics it prints /metrics' text before stopping. Run: python -c DAEMON_PROCESS CONFIG.
+DAEMON_PROCESS = """
+import sys, threading, time
+from edgeport.daemon.config import parse_config
+from edgeport.daemon.service import Daemon
+daemon = Daemon(parse_config(sys.argv[1]))
+thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True)
+thread.start()
+while not (daemon.http._server.started or daemon.stopping):
+    time.sleep(0.05)
+print("ready", flush=True)
+sys.stdin.readline()
+if "--metrics" in sys.argv[2:]:
+    print(daemon.metrics_text(), flush=True)
+daemon.stop()
+thread.join(30)
+"""

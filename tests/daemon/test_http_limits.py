@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
-from daemon_support import free_port, wait_for
+from daemon_support import DAEMON_PROCESS, free_port, wait_for
 
 from edgeport.daemon.config import parse_config
 from edgeport.daemon.service import Daemon
@@ -291,22 +291,6 @@ http: {{port: 0, batching: {{enabled: false}}}}
     assert waits[("edgeport_model_wait_milliseconds_count", (("user", "camera"),))] >= camera_frames
 
 
-MEMORY_CHILD = """
-import sys, threading, time
-from edgeport.daemon.config import parse_config
-from edgeport.daemon.service import Daemon
-daemon = Daemon(parse_config(sys.argv[1]))
-thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True)
-thread.start()
-while not (daemon.http._server.started or daemon.stopping):
-    time.sleep(0.05)
-print("ready", flush=True)
-sys.stdin.readline()
-daemon.stop()
-thread.join(30)
-"""
-
-
 def big_jpeg(nbytes: int) -> bytes:
     """A noise JPEG of just under `nbytes` (noise hardly compresses: about 3 Mpixels for 10 MB)."""
     rng, side = np.random.default_rng(0), int((nbytes / 2.2) ** 0.5)
@@ -327,7 +311,7 @@ def test_sixty_ten_megabyte_uploads_stay_under_the_units_memory_max(tmp_path, on
     port = free_port()
     config = (f"model: {onnx_artifact}\ncameras: [{{id: gate, source: {camera_video}, loop: true, fps: 5}}]\n"
               f"state_dir: {tmp_path / 'state'}\nhttp: {{port: {port}, batching: {{deadline_ms: 120000}}}}\n")
-    child = subprocess.Popen([sys.executable, "-c", MEMORY_CHILD, config], stdin=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-c", DAEMON_PROCESS, config], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert child.stdout.readline().strip() == "ready"
