@@ -4,8 +4,8 @@ back and the proxy against Ultralytics' own decode, per family and precision, in
     python benchmarks/coreml_families.py [--families yolo11n,yolo12n,yolo26n,yolov10n]
         [--precisions fp16,int8w,palette6,w8a8] [--json benchmarks/results/coreml_families.json]
 
-The models are untrained (the sample's 3 classes) with BatchNorm statistics taken from the sample's
-images, so their outputs vary; their mAP means nothing, so each proxy is compared anchor by anchor
+The models are the stand-ins of edgeport.sample.families (the sample's 3 classes, BatchNorm statistics and
+head biases from the sample's images, so their outputs vary); their mAP means nothing, so each proxy is compared anchor by anchor
 with Ultralytics' decode of the head the package uses (one-to-one for YOLOv10 and YOLO26).
 """
 
@@ -23,14 +23,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "convert"))
-
-from family_models import build_family, sample_batch  # noqa: E402
 
 from edgeport import sample  # noqa: E402
 from edgeport.artifact import artifact_size  # noqa: E402
 from edgeport.convert import ConvertOptions, convert  # noqa: E402
 from edgeport.report import host_description  # noqa: E402
+from edgeport.sample.families import build_family_model, sample_batch  # noqa: E402
 
 SIZE = 320
 
@@ -86,7 +84,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgeport-coreml-families-") as tmp:
         out = Path(tmp)
         for family in args.families.split(","):
-            source = build_family(family, out, bn_from_sample=True, size=SIZE)
+            source = build_family_model(family, out / f"{family}.pt", imgsz=SIZE)
             for precision in args.precisions.split(","):
                 extra = {"data": sample.data_yaml(), "calibration_images": 16} if precision == "w8a8" else {}
                 start = time.perf_counter()

@@ -2,7 +2,9 @@
 
 Untrained weights are made non-degenerate on the bundled sample images: batch-norm statistics are
 recalibrated on them and the score and box biases are set so each image yields a few detections with
-area. The models detect nothing real; they exercise every layer and head the family has.
+area (or kept untrained as is, `stand_in=False`: many activations then collapse to near-constants).
+The models detect nothing real; they exercise every layer and head the family has. Tests and
+benchmarks build their family models here and nowhere else.
 """
 
 from __future__ import annotations
@@ -19,8 +21,20 @@ FAMILIES: dict[str, str] = {
 TARGET_HITS = 0.004  # share of anchors whose best score ends above 0.5
 
 
-def _sample_batches(imgsz: int, images: int, batch: int = 8):
-    """Letterboxed bundled sample images as NCHW float32 batches of 0..1."""
+def yaml_of(family: str) -> str:
+    """The Ultralytics YAML of a family key ("yolo26") or of a model name ("yolo26n", "yolov9t").
+
+    Raises KeyError for a name that is neither.
+    """
+    if family in FAMILIES:
+        return FAMILIES[family]
+    if f"{family}.yaml" in FAMILIES.values():
+        return f"{family}.yaml"
+    raise KeyError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)} (or their YAML names)")
+
+
+def sample_batch(imgsz: int, images: int = 16) -> np.ndarray:
+    """(images, 3, imgsz, imgsz) float32 0..1: the bundled val images letterboxed by the runtime."""
     from edgeport import sample
     from edgeport.evaluate.dataset import load_dataset
     from edgeport.runtime.image_io import load_image
@@ -28,7 +42,12 @@ def _sample_batches(imgsz: int, images: int, batch: int = 8):
 
     paths = load_dataset(sample.data_yaml()).images[:images]
     canvases = [letterbox(load_image(p, color="RGB"), (imgsz, imgsz))[0] for p in paths]
-    tensors = np.stack(canvases).transpose(0, 3, 1, 2).astype(np.float32) / 255
+    return np.stack(canvases).transpose(0, 3, 1, 2).astype(np.float32) / 255
+
+
+def _sample_batches(imgsz: int, images: int, batch: int = 8):
+    """`sample_batch` cut into NCHW batches of `batch` images."""
+    tensors = sample_batch(imgsz, images)
     return [tensors[i:i + batch] for i in range(0, len(tensors), batch)]
 
 
@@ -79,8 +98,11 @@ def _set_head_biases(model, batches) -> None:
                     box_convs[level][-1].bias += max(0.0, 0.3 - low)
 
 
-def build_family_model(family: str, out: Path, imgsz: int = 160, images: int = 16, seed: int = 0) -> Path:
+def build_family_model(family: str, out: Path, imgsz: int = 160, images: int = 16, seed: int = 0,
+                       stand_in: bool = True) -> Path:
     """Write out (an Ultralytics .pt) holding the family's nano detector for the sample's classes; return it.
+    `family` is a key of FAMILIES or a YAML name ("yolo11n"); `stand_in` False keeps the untrained weights
+    and statistics as they are (degenerate activations, for calibration tests).
 
     Raises KeyError for an unknown family.
     """
@@ -97,12 +119,13 @@ def build_family_model(family: str, out: Path, imgsz: int = 160, images: int = 1
 
     names = load_dataset(sample.data_yaml()).names
     torch.manual_seed(seed)
-    model = DetectionModel(FAMILIES[family], nc=len(names), verbose=False)
+    model = DetectionModel(yaml_of(family), nc=len(names), verbose=False)
     model.names = dict(enumerate(names))
     model.args = {"imgsz": imgsz, "task": "detect"}
-    batches = _sample_batches(imgsz, images)
-    _recalibrate_batchnorm(model, batches)
-    _set_head_biases(model, batches)
+    if stand_in:
+        batches = _sample_batches(imgsz, images)
+        _recalibrate_batchnorm(model, batches)
+        _set_head_biases(model, batches)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.float().eval(), "train_args": {"imgsz": imgsz, "task": "detect",
                                                             "data": str(sample.data_yaml())},

@@ -52,10 +52,10 @@ def yolo26n_coreml(tmp_path_factory):
     converted to CoreML fp16 with --nms; with the packages read back in the worker's own process."""
     from edgeport.convert import ConvertOptions, convert
 
-    from family_models import build_family
+    from edgeport.sample.families import build_family_model
 
     out = tmp_path_factory.mktemp("coreml_yolo26n")
-    source = build_family("yolo26n", out, bn_from_sample=True)
+    source = build_family_model("yolo26n", out / "yolo26n.pt", imgsz=320)
     artifact = convert(source, "coreml", ConvertOptions(out_dir=out, precision="fp16", imgsz=320, nms=True))
     packages = [artifact.path, *(p for p in artifact.extra_files if p.suffix == ".mlpackage")]
     done = subprocess.run([sys.executable, "-m", "edgeport.convert.coreml_worker", "inspect", *map(str, packages)],
@@ -110,7 +110,7 @@ def test_yolo26n_proxy_decodes_the_one_to_one_head_as_ultralytics_does(yolo26n_c
     (distances used as given, no softmax over a single bin), up to the package's fp16 weights."""
     from edgeport.runtime import Detector
 
-    from family_models import sample_batch
+    from edgeport.sample.families import sample_batch
 
     artifact = yolo26n_coreml["artifact"]
     proxy = Detector(artifact.path.parent / artifact.record.provenance["proxy"]["artifact"])
@@ -138,7 +138,7 @@ def test_yolo26n_records_ask_for_top_k_without_nms_as_ultralytics_selects(yolo26
     from edgeport.runtime.postprocess import select_and_nms
     from edgeport.runtime.preprocess import Letterbox
 
-    from family_models import sample_batch
+    from edgeport.sample.families import sample_batch
 
     artifact = yolo26n_coreml["artifact"]
     proxy = Detector(artifact.path.parent / artifact.record.provenance["proxy"]["artifact"])
@@ -172,9 +172,9 @@ def test_yolo11n_int8_weights_converts_and_reports_its_proxy_drop(tmp_path, val1
 
     from edgeport.cli import main
 
-    from family_models import build_family
+    from edgeport.sample.families import build_family_model
 
-    source = build_family("yolo11n", tmp_path)
+    source = build_family_model("yolo11n", tmp_path / "yolo11n.pt", imgsz=320, stand_in=False)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = main(["convert", str(source), "--target", "coreml", "--int8-weights", "--imgsz", "320",

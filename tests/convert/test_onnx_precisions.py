@@ -177,17 +177,12 @@ def test_int8_calibration_survives_degenerate_tensors(tmp_path, val_images):
     """An untrained YOLO11n: many activations are (near-)constant, which onnxruntime's percentile
     histogram refuses ("Too many bins for data range"). Each such tensor gets a fallback range named
     in the record; the rest is calibrated by percentile; the model converts and runs."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from family_models import build_family
-
     from edgeport.calibration import build_calibration_set
     from edgeport.convert import onnx_quant
     from edgeport.convert.onnx_target import float_model
+    from edgeport.sample.families import build_family_model
 
-    source = build_family("yolo11n", tmp_path)
+    source = build_family_model("yolo11n", tmp_path / "yolo11n.pt", imgsz=160, stand_in=False)
     folder = tmp_path / "images"
     folder.mkdir()
     for image in val_images[:4]:
