@@ -6,7 +6,6 @@ Every EdgeportError becomes one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -44,93 +43,6 @@ def _open(args: argparse.Namespace, model: Path, **options):
     from edgeport.runtime import RuntimeOptions
 
     return RuntimeOptions.from_args(args).open(model, max_pixels=args.max_pixels, **options)
-
-
-def _batch(args: argparse.Namespace) -> int:
-    """convert --batch N or dynamic (0); 1 when the command has no --batch."""
-    from edgeport.convert.targets import parse_batch
-
-    return parse_batch(str(getattr(args, "batch", 1)))
-
-
-def _convert_options(args: argparse.Namespace, command: str, precision: str = "fp32"):
-    """ConvertOptions from the convert/quickstart arguments."""
-    from edgeport.convert import ConvertOptions
-
-    return ConvertOptions(out_dir=args.out, imgsz=getattr(args, "imgsz", None), opset=getattr(args, "opset", 17),
-                          name=getattr(args, "name", None), command=command, progress=_say, precision=precision,
-                          io=getattr(args, "io", "uint8"), data=args.data, calibration_images=args.calibration_images,
-                          calibration_dir=getattr(args, "calibration_dir", None) or args.out / "calib",
-                          calibration_method=getattr(args, "calibration_method", None),
-                          check=getattr(args, "check", True), batch=_batch(args))
-
-
-def convert_many_and_report(model: Path, names: list[str], args: argparse.Namespace, command: str) -> int:
-    """Every target's default artifact (plus its integer variant with --data) into args.out, then the
-    report of the folder when --data is a DATA.yaml; exit status 2 when a target failed."""
-    from edgeport.convert.targets import convert_many
-    from edgeport.evaluate.dataset import is_data_yaml
-
-    result = convert_many(model, names, _convert_options(args, command), _say)
-    for artifact in result.artifacts:
-        print(artifact.path)
-    _say(f"convert: {len(result.artifacts)} artifacts written"
-         + "".join(f", {len(items)} {word}" for items, word in ((result.skipped, "skipped"), (result.failed, "failed"))
-                   if items))
-    status = 0
-    if is_data_yaml(args.data) and result.artifacts:
-        has_float_onnx = any(a.record.target == "onnx" and a.record.precision == "fp32" for a in result.artifacts)
-        args.baseline = None if has_float_onnx or model.suffix != ".pt" else model
-        status = _run_report(args.out, args.data, args, command=command)
-    elif args.data is not None:
-        _say("convert: no labels (not a DATA.yaml): the accuracy report is skipped")
-    for name, precision, error in result.failed:
-        _say(f"edgeport: error: {name} {precision}: {error}")
-    return EXIT_ERROR if result.failed else status
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    from edgeport.convert import ConvertOptions, convert
-    from edgeport.convert.targets import parse_targets
-
-    names = parse_targets(args.target)
-    if args.target.strip() == "all" or len(names) > 1:
-        return convert_many_and_report(args.model, names, args, shlex.join(["edgeport", *sys.argv[1:]]))
-    args.target = names[0]
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "dynamic" if args.dynamic else "fp32"
-    # coreml: --int8-weights, --w8a8, --palettize; fp16 when no precision flag is given
-    precision = ("int8w" if args.int8_weights else "w8a8" if args.w8a8 else "palette6" if args.palettize
-                 else "fp16" if args.target == "coreml" and precision == "fp32" else precision)
-    options = ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset, name=args.name,
-                             command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say, precision=precision,
-                             io=args.io, data=args.data, calibration_images=args.calibration_images,
-                             calibration_dir=args.calibration_dir, calibration_method=args.calibration_method,
-                             max_drop=args.max_drop, fallback=args.fallback, ort_web_dir=args.ort_web_dir,
-                             ort_format=args.ort_format, nms=args.nms, nms_iou=args.nms_iou, nms_conf=args.nms_conf,
-                             check=args.check, batch=_batch(args))
-    artifact = convert(args.model, args.target, options)
-    print(artifact.path)
-    for extra in artifact.extra_files:
-        if not extra.name.endswith(".json"):
-            print(extra)
-    from edgeport.evaluate.dataset import is_data_yaml
-
-    if not is_data_yaml(args.data):
-        if args.data is not None:
-            _say("convert: no labels (not a DATA.yaml): the accuracy report is skipped")
-        return 0
-    baseline = artifact.path
-    if not (args.target == "onnx" and precision == "fp32"):
-        baseline = convert(args.model, "onnx", ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset,
-                                                              name=args.name, command=options.command,
-                                                              progress=_say, check=False)).path
-    if args.target == "tensorrt":
-        _say("tensorrt: the row is measured in onnxruntime on the ONNX the engine is built from (the engine's proxy)")
-    from edgeport.report import build_report
-
-    report = build_report(args.out, args.data, artifacts=[artifact.path], baseline=baseline, max_drop=args.max_drop,
-                          threads=args.threads, robustness=False, keep_previous=True, command=options.command)
-    return _finish_report(report, args.max_drop)
 
 
 def cmd_jetson_build_engine(args: argparse.Namespace) -> int:
@@ -250,75 +162,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_quickstart(args: argparse.Namespace) -> int:
-    """`convert MODEL --target all --data <bundled val split>` on each bundled sample model (or --model)."""
-    from edgeport import sample
-    from edgeport.convert.targets import parse_targets
-
-    data, out, status = sample.data_yaml(), args.out, 0
-    models = sample.pick_model(args.model)
-    for model in models:
-        args.out = out / model.stem if len(models) > 1 else out
-        args.data = data
-        _say(f"quickstart: bundled model {model.name}, val split {data.parent}, into {args.out}")
-        status = max(status, convert_many_and_report(model, parse_targets("all"), args,
-                                                     command=f"edgeport quickstart --model {model.stem}"))
-    return status
-
-
-RAY_SHARDS = 4  # image shards per evaluation on Ray: tasks to spread over the nodes
-
-
-def _run_report(directory: Path, data: Path, args: argparse.Namespace, command: str) -> int:
-    from edgeport.report import build_report
-    from edgeport.report.model import rows_from_file
-
-    extra = [row for path in getattr(args, "rows", None) or [] for row in rows_from_file(path)]
-    map_fn, shards = None, 1
-    if getattr(args, "ray", None) is not None:  # the evaluations as Ray tasks (edgeport[cluster])
-        from edgeport.cluster.session import check_address
-        from edgeport.cluster.tasks import ray_map
-
-        map_fn, shards = ray_map(None if args.ray == "local" else check_address(args.ray)), RAY_SHARDS
-    report = build_report(directory, data, baseline=getattr(args, "baseline", None), max_drop=args.max_drop,
-                          images=args.images, threads=args.threads, robustness=args.robustness,
-                          cache_dir=args.cache_dir, command=command, extra_rows=extra, map_fn=map_fn, shards=shards,
-                          arm64=getattr(args, "arm64", False))
-    return _finish_report(report, args.max_drop)
-
-
-def _finish_report(report, max_drop: float | None) -> int:
-    """Print the table and the report's path, say what was skipped or not checked; 1 when a row is over budget."""
-    from edgeport.report import SKIPPED, format_table
-
-    print(format_table([r for r in report.rows if r.status != SKIPPED]))
-    for row in report.rows:
-        if row.status == SKIPPED:
-            _say(f"report: skipped {Path(row.artifact).name}: {row.note}")
-        elif row.map50_95 is None and max_drop is not None:
-            _say(f"report: {Path(row.artifact).name} not checked against --max-drop: {row.note}")
-    for row in report.failing:
-        _say(f"edgeport: error: {Path(row.artifact).name} drops {row.drop_map50_95:.2f} points of mAP50-95, "
-             f"more than --max-drop {max_drop}")
-    print(report.directory / "report.html")
-    return 1 if report.failing else 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    return _run_report(args.dir, args.data, args, command=shlex.join(["edgeport", *sys.argv[1:]]))
-
-
-def _add_report_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=int, default=None,
-                        help="evaluate on N val images spread over the split (default: all)")
-    parser.add_argument("--no-robustness", dest="robustness", action="store_false",
-                        help="skip the perturbed-image evaluations")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="keep the perturbed image sets here and reuse them (default: a temporary folder)")
-    parser.add_argument("--arm64", action="store_true", help="also evaluate each TFLite and ONNX artifact inside an "
-                        "emulated Raspberry Pi (arm64 Debian 12 under qemu, scripts/pi-rootfs.sh; root; no latency)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeport", description="Convert one trained detector to every edge "
                                      "format, measure each one's accuracy drop, and run any of them lightly.")
@@ -326,99 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from edgeport.convert.cli import add_parser as add_convert_parser
+    from edgeport.report.cli import add_parser as add_report_parser
+    from edgeport.sample.cli import add_parser as add_quickstart_parser
 
-    p = sub.add_parser("quickstart", help="convert the bundled sample model to every target and compare them",
-                       description="Convert the bundled sample model to every target, then run `edgeport report` "
-                       "on them with the bundled val split: table, report.md, report.html, report.json.")
-    p.add_argument("--out", type=Path, default=Path("edgeport-quickstart"), help="output folder")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--calibration-images", type=int, default=80, help="int8 calibration images (default 80)")
-    p.add_argument("--max-drop", type=float, default=None, help="exit 1 when an artifact drops more points")
-    p.add_argument("--model", default=None,
-                   help="one bundled sample by name (e.g. yolov8n, yolo26n; default: every bundled sample, each "
-                   "into OUT/<model>)")
-    _add_report_options(p)
-    p.set_defaults(func=cmd_quickstart)
-
-    p = sub.add_parser("report", help="compare every artifact of a folder: report.md, report.html, report.json",
-                       description="Evaluate every artifact in DIR through the runtime against the float "
-                       "baseline: mAP, drop, per-class drop, agreement, latency, robustness under perturbations; "
-                       "write DIR/report.md, DIR/report.html (self-contained) and DIR/report.json.")
-    p.add_argument("dir", type=Path, help="folder holding the artifacts")
-    p.add_argument("--data", type=Path, required=True, help="DATA.yaml of a YOLO-format dataset (val split)")
-    p.add_argument("--baseline", type=Path, default=None,
-                   help="float baseline: an Ultralytics .pt (converted to float ONNX; also the FGSM gradient "
-                   "model) or a float artifact (default: the float ONNX in DIR)")
-    p.add_argument("--max-drop", type=float, default=None,
-                   help="exit 1 when an artifact drops more points of mAP50-95 than this (rows marked)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--rows", type=Path, action="append", default=None, metavar="FILE",
-                   help="add rows measured on another machine (a report.json, or a JSON list of rows, each "
-                   "saying where in measured_on), e.g. an arm64 Raspberry Pi; repeatable")
-    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="run the evaluations (artifact x perturbation x image shard) as Ray tasks: no value starts "
-                   "or joins a Ray on this machine; ADDRESS (host:port) joins that cluster")
-    _add_report_options(p)
-    p.set_defaults(func=cmd_report)
-
-    from edgeport.convert.targets import REGISTRY
-
-    p = sub.add_parser("convert", help="convert an Ultralytics .pt or ONNX to edge artifacts",
-                       description="Convert one detector (Ultralytics .pt or Ultralytics-exported .onnx). Every "
-                       "written artifact is run against its float source on sample images first (--no-check skips). "
-                       "With --target all or a comma list: each target's default artifact, plus its integer "
-                       "variant when --data is given, then the report of the folder (as `edgeport report`).")
-    p.add_argument("model", type=Path)
-    p.add_argument("--target", required=True, metavar="TARGET",
-                   help=f"all, or one or a comma list of: {', '.join(t.name for t in REGISTRY)}")
-    p.add_argument("--no-check", dest="check", action="store_false",
-                   help="do not run the artifact against its float source before reporting success")
-    p.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default: artifacts)")
-    p.add_argument("--imgsz", type=int, default=None, help="input size (default: the training size)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--name", default=None, help="file stem of the artifact (default: the model's)")
-    p.add_argument("--batch", default="1", metavar="N|dynamic",
-                   help="images per invoke baked into the artifact (default 1); onnx, tflite: a fixed N (the "
-                   "runtime pads the last group); onnx only: 'dynamic' (any batch size)")
-    precision = p.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true",
-                           help="tflite: float16 weights; onnx, tensorrt: float16 weights and compute, float32 I/O; "
-                           "coreml: fp16 compute (its default)")
-    precision.add_argument("--dynamic", action="store_true", help="tflite: dynamic-range int8 (int8 weights)")
-    precision.add_argument("--int8", action="store_true",
-                           help="tflite: full-integer int8; onnx, tensorrt: static int8 QDQ (decode in float); "
-                           "calibrated on --data")
-    precision.add_argument("--int8-weights", action="store_true",
-                           help="coreml: int8 per-channel weights (linear_quantize_weights), fp16 compute")
-    precision.add_argument("--w8a8", action="store_true",
-                           help="coreml: int8 weights and activations, activations calibrated on --data (in torch)")
-    precision.add_argument("--palettize", action="store_true", help="coreml: 6-bit palettized weights, fp16 compute")
-    p.add_argument("--nms", action="store_true",
-                   help="coreml: also write <name>_nms.mlpackage, a pipeline with NonMaximumSuppression for Vision")
-    p.add_argument("--nms-iou", type=float, default=0.45, help="coreml --nms: default IoU threshold (0.45)")
-    p.add_argument("--nms-conf", type=float, default=0.25, help="coreml --nms: default confidence threshold (0.25)")
-    p.add_argument("--io", choices=("uint8", "int8", "float"), default="uint8",
-                   help="int8 input/output type (default uint8: camera frames go in without a float pass)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="DATA.yaml (calibration and accuracy report), or an image folder / video (calibration)")
-    p.add_argument("--calibration-images", "--n", dest="calibration_images", type=int, default=300,
-                   help="representative images (default 300)")
-    p.add_argument("--calibration-dir", type=Path, default=None, help="cache folder for the calibration set")
-    p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default=None,
-                   help="default: minmax (tflite), percentile (onnx, tensorrt)")
-    p.add_argument("--max-drop", type=float, default=None,
-                   help="exit 1 when a written artifact drops more points of mAP50-95 than this")
-    p.add_argument("--fallback", action="store_true",
-                   help="int8: when --max-drop is missed, keep the most sensitive layers in int16 until it holds")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--ort-web-dir", type=Path, default=None,
-                   help="onnx-web: onnxruntime-web's package folder "
-                   "(default: $EDGEPORT_ORT_WEB_DIR, else node_modules)")
-    p.add_argument("--ort-format", action="store_true",
-                   help="onnx-web: also write the model in onnxruntime's .ort format (the page: ?format=ort)")
-    _add_report_options(p)
-    p.set_defaults(func=cmd_convert)
-
+    add_quickstart_parser(sub)
+    add_report_parser(sub)
+    add_convert_parser(sub)
     p = sub.add_parser("serve-web", help="serve an onnx-web folder on loopback (threads enabled)",
                        description="Serve an `--target onnx-web` folder over HTTP with the MIME types ES modules and "
                        "WebAssembly need and the cross-origin isolation headers that enable wasm threads.")

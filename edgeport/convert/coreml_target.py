@@ -19,7 +19,8 @@ from typing import Any
 
 from edgeport import errors
 from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec
-from edgeport.convert import Artifact, ConvertOptions
+from edgeport.convert.base import Artifact, ConvertOptions
+from edgeport.convert.job import Job
 from edgeport.convert.provenance import provenance
 from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
 
@@ -108,12 +109,13 @@ def run_worker(command: list[str], say, stderr_path: Path) -> None:
     raise ConversionError(f"coreml: the conversion process failed (exit {code}): {' | '.join(tail) or 'no output'}")
 
 
-def convert_coreml(source: Path, options: ConvertOptions) -> Artifact:
+def convert_coreml(job: Job) -> Artifact:
     """Write DIR/<stem>_coreml_<precision>.mlpackage (+ sidecar), its ONNX proxy and, with
     options.nms, DIR/<stem>_coreml_<precision>_nms.mlpackage; return the package's Artifact.
 
     Raises ConversionError, UnsupportedModelError, MissingDependencyError.
     """
+    source, options, say = job.source, job.options, job.say
     precision = options.precision
     if precision not in PRECISIONS:
         raise ConversionError(f"coreml: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)} "
@@ -129,23 +131,22 @@ def convert_coreml(source: Path, options: ConvertOptions) -> Artifact:
 
     if importlib.util.find_spec("coremltools") is None:
         raise MissingDependencyError("coremltools", "coreml")
-    say = options.progress or (lambda line: None)
     out, nms_out, proxy = artifact_paths(source, options, precision)
     for stale in (out, nms_out):
         if stale.is_dir():
             shutil.rmtree(stale)
     with tempfile.TemporaryDirectory(prefix="edgeport-coreml-") as tmp:
-        job = {"source": str(source.resolve()), "out": str(out.resolve()), "proxy": str(proxy.resolve()),
+        request = {"source": str(source.resolve()), "out": str(out.resolve()), "proxy": str(proxy.resolve()),
                "imgsz": options.imgsz, "precision": precision, "result": str(Path(tmp) / "result.json"),
                "provenance": provenance(source, options.command),
                "nms": {"iou": options.nms_iou, "conf": options.nms_conf} if options.nms else None,
                "calibration": None}
         if precision == "w8a8":
-            job["calibration"] = _calibration(source, options, Path(tmp), job, say)
-        job_path = Path(tmp) / "job.json"
-        job_path.write_text(json.dumps(job))
-        run_worker(worker_command(job_path), say, Path(tmp) / "stderr.txt")
-        result = json.loads(Path(job["result"]).read_text())
+            request["calibration"] = _calibration(job, Path(tmp), request)
+        request_path = Path(tmp) / "job.json"
+        request_path.write_text(json.dumps(request))
+        run_worker(worker_command(request_path), say, Path(tmp) / "stderr.txt")
+        result = json.loads(Path(request["result"]).read_text())
     if "error" in result:
         error_class = getattr(errors, result["error"], ConversionError)
         raise error_class(result["message"])
@@ -153,29 +154,16 @@ def convert_coreml(source: Path, options: ConvertOptions) -> Artifact:
     return Artifact(path=out, record=record, extra_files=tuple(Path(p) for p in result["extra_files"]))
 
 
-def _calibration(source: Path, options: ConvertOptions, tmp: Path, job: dict, say) -> str:
-    """Build the calibration set (the runtime's letterbox) and save its frames for the worker."""
+def _calibration(job: Job, tmp: Path, request: dict) -> str:
+    """The job's calibration set (the runtime's letterbox) at the model's size, its frames saved for the
+    worker process; the request gets its provenance and size."""
     import numpy as np
 
-    from edgeport.calibration import build_calibration_set, describe_coverage
-
-    size = options.imgsz or _trained_size(source)
-    calibration = build_calibration_set(options.data, imgsz=size, n=options.calibration_images,
-                                        out_dir=options.calibration_dir, progress=options.progress is not None)
-    say(describe_coverage(calibration))
-    job["provenance"].update(calibration_sha256=calibration.sha256, calibration_images=len(calibration),
-                             calibration_method="minmax (coremltools.optimize.torch observers)")
+    size = job.options.imgsz or job.model().imgsz
+    calibration = job.calibration(size)
+    request["provenance"].update(calibration_sha256=calibration.sha256, calibration_images=len(calibration),
+                                 calibration_method="minmax (coremltools.optimize.torch observers)")
     path = tmp / "calibration.npz"
     np.savez(path, frames=calibration.frames)
-    job["imgsz"] = size
+    request["imgsz"] = size
     return str(path)
-
-
-def _trained_size(source: Path) -> int:
-    """The image size an Ultralytics checkpoint was trained at (640 when it does not say)."""
-    from edgeport.convert.ultralytics_env import load_ultralytics
-
-    load_ultralytics()
-    from ultralytics import YOLO
-
-    return int(YOLO(str(source)).model.args.get("imgsz", 640))

@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
-from edgeport.artifact import write_sidecar
-from edgeport.convert import Artifact, ConvertOptions
+from edgeport.convert.base import Artifact
 from edgeport.convert.edgetpu_compat import analyze
+from edgeport.convert.job import Job, write_record
 from edgeport.devices.coral.compiler import compile_model
 from edgeport.errors import ConversionError
 
 
-def convert_edgetpu(source: Path, options: ConvertOptions) -> Artifact:
+def convert_edgetpu(job: Job) -> Artifact:
     """Write the Edge TPU-ready int8 model, DIR/<name>_edgetpu_compat.json and, when the compiler is
     installed, DIR/<name>_edgetpu.tflite (returned then; else the uncompiled int8 model)."""
-    from edgeport.convert.tflite_target import convert_tflite
-
+    options, say = job.options, job.say
     if options.io == "float":
         raise ConversionError("edgetpu: the Edge TPU needs integer input and output; use --io uint8 or int8")
-    say = options.progress or (lambda line: None)
-    int8 = convert_tflite(source, replace(options, precision="int8"))
+    int8 = job.convert("tflite", precision="int8")
     report = analyze(int8.path)
     say(report.summary())
     compiled, log, message = compile_model(int8.path, options.out_dir)
@@ -35,8 +32,8 @@ def convert_edgetpu(source: Path, options: ConvertOptions) -> Artifact:
                 f"{report.first_cpu_op.index}:{report.first_cpu_op.name} ({report.first_cpu_op.reason})"}
     record = replace(int8.record, provenance={**int8.record.provenance, "edgetpu": analysis})
     if compiled is None:
-        write_sidecar(int8.path, record)
+        write_record(int8.path, record)
         return Artifact(int8.path, record, extra_files=(report_path,))
     record = replace(record, target="edgetpu")
-    write_sidecar(compiled, record)
+    write_record(compiled, record)
     return Artifact(compiled, record, extra_files=(report_path, int8.path))

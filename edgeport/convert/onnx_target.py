@@ -7,7 +7,6 @@ The Ultralytics head's one (1, 4 + nc, N) tensor becomes `boxes` (1, N, 4) xyxy 
 from __future__ import annotations
 
 import ast
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.artifact import METADATA_KEY, ArtifactRecord, Decode, Preprocess, TensorSpec
-from edgeport.convert import Artifact, ConvertOptions, batch_suffix
+from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec
+from edgeport.convert.base import Artifact, ConvertOptions, batch_suffix
+from edgeport.convert.job import Job, write_record
 from edgeport.convert.provenance import provenance
 from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
 
@@ -131,21 +131,19 @@ def export_source_onnx(source, work_dir: Path, opset: int, batch: int = 1) -> Pa
     return out
 
 
-def float_model(source: Path, options: ConvertOptions, loaded=None):
-    """The float split-head ModelProto of a .pt (through `SourceModel`, `loaded` when already loaded)
-    or an Ultralytics ONNX; returns (model, names, head) with head the SourceModel's description."""
+def float_model(job: Job):
+    """The float split-head ModelProto of the job's .pt (through its `SourceModel`) or Ultralytics ONNX;
+    returns (model, names, head) with head the SourceModel's description."""
     try:
         import onnx
         import onnxslim
     except ImportError as exc:
         raise MissingDependencyError("onnx / onnxslim", "convert") from exc
-    say = options.progress or (lambda line: None)
+    source, options, say = job.source, job.options, job.say
     head = {"family": "unknown", "head": "dfl"}
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx-") as tmp:
         if source.suffix.lower() == ".pt":
-            from edgeport.convert.source import load_source
-
-            loaded = loaded or load_source(source, options.imgsz)
+            loaded = job.model()
             head = loaded.describe()
             say(f"onnx: exporting {source.name} ({loaded.family}, {loaded.head_kind} head, opset {options.opset})")
             model = onnx.load(str(export_source_onnx(loaded, Path(tmp), options.opset, options.batch)))
@@ -197,17 +195,6 @@ def split_record(model, names: tuple[str, ...], target: str, precision: str, pro
         target=target, precision=precision, provenance=prov)
 
 
-def save_with_record(model, record: ArtifactRecord, out: Path) -> None:
-    """Embed the record in metadata_props (plus `names`) and save the model."""
-    import onnx
-
-    del model.metadata_props[:]
-    for key, value in {METADATA_KEY: record.to_json(), "names": json.dumps(list(record.names))}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(out))
-
-
 def fp16_body(model, keep_float: list[str]):
     """The model with float16 weights and compute except the nodes in keep_float (the box decode and the
     score sigmoid: box pixels lose up to 0.25 px per step in float16 at 640); float32 input and outputs."""
@@ -219,23 +206,19 @@ def fp16_body(model, keep_float: list[str]):
         raise ConversionError(f"onnx: float16 conversion failed: {str(exc).splitlines()[0]}") from exc
 
 
-def reduced_precision(model, source: Path, options: ConvertOptions, target: str, profile):
+def reduced_precision(model, job: Job, target: str, profile):
     """fp16 or int8 (QDQ, `profile`) version of the float split-head model; returns (model, provenance)."""
     from edgeport.convert import onnx_quant
 
-    say = options.progress or (lambda line: None)
+    source, options, say = job.source, job.options, job.say
     if options.precision == "fp16":
         tail = onnx_quant.head_tail_nodes(model)
         say(f"{target}: converting weights and compute to float16; the {len(tail)} decode-tail nodes, input and "
             "outputs stay float32")
         return fp16_body(model, tail), {**provenance(source, options.command), "io": "float32",
                                         "compute": "float16", "ops_left_in_float": tail}
-    from edgeport.calibration import build_calibration_set, describe_coverage
-
     size = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][2]
-    calibration = build_calibration_set(options.data, imgsz=size, n=options.calibration_images,
-                                        out_dir=options.calibration_dir, progress=options.progress is not None)
-    say(describe_coverage(calibration))
+    calibration = job.calibration(size)
     method = options.calibration_method or "percentile"
     say(f"{target}: quantizing to int8 QDQ ({profile.name} profile, {method} calibration on {len(calibration)} images)")
     quantized, tail, fallbacks = onnx_quant.quantize_int8(model, calibration, profile, method)
@@ -250,27 +233,28 @@ def reduced_precision(model, source: Path, options: ConvertOptions, target: str,
     return quantized, prov
 
 
-def model_at_precision(source: Path, options: ConvertOptions, target: str, flavour: Any) -> tuple[Any, Any, dict]:
-    """(ONNX model, class names, provenance) of `source` at options.precision for `target`;
+def model_at_precision(job: Job, target: str, flavour: Any) -> tuple[Any, Any, dict]:
+    """(ONNX model, class names, provenance) of the job's source at options.precision for `target`;
     `flavour` is the onnx_quant setting set (CPU or TENSORRT) used below fp32."""
+    source, options = job.source, job.options
     check_precision(target, options)
-    model, names, head = float_model(source, options)
+    model, names, head = float_model(job)
     if options.precision == "fp32":
         return model, names, {**provenance(source, options.command), "head": head}
-    model, prov = reduced_precision(model, source, options, target, flavour)
+    model, prov = reduced_precision(model, job, target, flavour)
     return model, names, {**prov, "head": head}
 
 
-def convert_onnx(source: Path, options: ConvertOptions) -> Artifact:
+def convert_onnx(job: Job) -> Artifact:
     """Write DIR/<stem>.onnx (fp32), <stem>_fp16.onnx or <stem>_int8.onnx (static QDQ) with the
     record embedded; return the Artifact."""
     from edgeport.convert import onnx_quant
 
-    say = options.progress or (lambda line: None)
-    model, names, prov = model_at_precision(source, options, "onnx", onnx_quant.CPU)
+    options = job.options
+    model, names, prov = model_at_precision(job, "onnx", onnx_quant.CPU)
     record = split_record(model, names, "onnx", options.precision, prov)
-    stem = f"{options.name or source.stem}{SUFFIX[options.precision]}{batch_suffix(options.batch)}"
+    stem = f"{options.name or job.source.stem}{SUFFIX[options.precision]}{batch_suffix(options.batch)}"
     out = options.out_dir / f"{stem}.onnx"
-    save_with_record(model, record, out)
-    say(f"onnx: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    write_record(out, record, onnx_model=model)
+    job.say(f"onnx: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return Artifact(path=out, record=record)

@@ -15,8 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgeport.artifact import METADATA_KEY, ArtifactRecord, sha256_file, sidecar_path, write_sidecar
-from edgeport.convert import Artifact, ConvertOptions, convert
+from edgeport.artifact import ArtifactRecord, sha256_file, sidecar_path
+from edgeport.convert.base import Artifact, ConvertOptions
+from edgeport.convert.job import Job, write_record
 from edgeport.errors import ConversionError, MissingDependencyError
 from edgeport.web import MANIFEST, ORT_FILES, ORT_WEB_VERSION, PAGE_FILES, find_ort_web, page_source_dir
 
@@ -29,14 +30,15 @@ def web_dir_for(source: Path, options: ConvertOptions) -> Path:
     return options.out_dir / f"{options.name or source.stem}_web"
 
 
-def onnx_model(source: Path, options: ConvertOptions, precision: str, work_dir: Path) -> Artifact:
-    """Convert with the `onnx` target at `precision` into work_dir; return its Artifact.
+def onnx_model(job: Job, precision: str, work_dir: Path) -> Artifact:
+    """Convert with the `onnx` target at `precision` into work_dir (the job's calibration set); return
+    its Artifact.
 
     Raises ConversionError when the onnx target does not make that precision.
     """
-    if precision == "int8" and options.data is None:
+    if precision == "int8" and job.options.data is None:
         raise ConversionError("onnx-web --int8 needs --data (DATA.yaml, image folder or video) for calibration")
-    artifact = convert(source, "onnx", replace(options, out_dir=work_dir, precision=precision, check=False))
+    artifact = job.convert("onnx", out_dir=work_dir, precision=precision, check=False)
     if artifact.record.precision != precision:
         raise ConversionError(f"onnx-web: unsupported precision {precision!r}: the onnx target of this edgeport "
                               f"wrote {artifact.record.precision!r}")
@@ -132,7 +134,7 @@ def _update_manifest(web_dir: Path, entry: dict[str, Any], ort_version: str) -> 
     return path
 
 
-def convert_onnx_web(source: Path, options: ConvertOptions) -> Artifact:
+def convert_onnx_web(job: Job) -> Artifact:
     """Write OUT/<name>_web/ (model, record, page, onnxruntime-web files); return the model's Artifact.
 
     Raises ConversionError (unknown precision, an op the WASM backend lacks, --int8 without --data),
@@ -142,7 +144,7 @@ def convert_onnx_web(source: Path, options: ConvertOptions) -> Artifact:
         import onnx
     except ImportError as exc:
         raise MissingDependencyError("onnx", "convert") from exc
-    say = options.progress or (lambda line: None)
+    source, options, say = job.source, job.options, job.say
     precision = options.precision
     if precision not in BACKEND_OF:
         raise ConversionError(f"onnx-web: precision {precision!r} is not offered; use fp32 (default), "
@@ -153,7 +155,7 @@ def convert_onnx_web(source: Path, options: ConvertOptions) -> Artifact:
     web_dir = web_dir_for(source, options)
     web_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx-web-") as tmp:
-        made = onnx_model(source, options, precision, Path(tmp))
+        made = onnx_model(job, precision, Path(tmp))
         model = onnx.load(str(made.path))
     say(f"onnx-web: checking {len(model.graph.node)} nodes against onnxruntime's CPU kernels (WASM backend)")
     ops = cpu_kernel_check(model)
@@ -167,12 +169,8 @@ def convert_onnx_web(source: Path, options: ConvertOptions) -> Artifact:
         web_info["requires"] = "WebGPU adapter with the shader-f16 feature"
     record: ArtifactRecord = replace(made.record, target="onnx-web",
                                      provenance={**made.record.provenance, "onnx_web": web_info})
-    for entry in model.metadata_props:
-        if entry.key == METADATA_KEY:
-            entry.value = record.to_json()
     out = web_dir / f"{options.name or source.stem}_{precision}.onnx"
-    onnx.save(model, str(out))
-    sidecar = write_sidecar(out, record)
+    sidecar = write_record(out, record, onnx_model=model, sidecar=True)
     files = _copy_runtime(dist, web_dir, {"wasm", backend})
     entry = {"file": out.name, "record": sidecar.name, "precision": precision, "backend": backend,
              "sha256": sha256_file(out), "size_bytes": out.stat().st_size}

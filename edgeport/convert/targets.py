@@ -1,30 +1,50 @@
-"""The target registry: every converter's name, entry point and precisions as data.
+"""The target registry: every converter's name, entry point, precisions and own options, as data.
 
-The CLI reads it for `--target` choices and for `--target all`; `convert_many` runs a list of targets
-into one folder, skipping a target whose optional dependency is missing (with the reason).
+The CLI reads it for `--target` choices, `--target all`, the precision flags and each target's own
+flags; `Target.convert(job)` imports the chosen module only then (`edgeport --help` stays fast).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import importlib
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
-from edgeport.errors import ConversionError, EdgeportError, MissingDependencyError
+from edgeport.errors import ConversionError
+
+if TYPE_CHECKING:  # types only: the Job imports this module
+    from edgeport.convert.base import Artifact
+    from edgeport.convert.job import Job
 
 
 @dataclass(frozen=True)
 class Precision:
-    """One precision a target writes: its name in records, whether it needs calibration images."""
+    """One precision a target writes: its name in records, the CLI flag that asks for it (None: asked
+    for by no flag, the target's default), whether it needs calibration images."""
 
     name: str
     help: str
     needs_data: bool = False
+    flag: str | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    """One of a target's own command-line options: the flag, the ConvertOptions field it sets and the
+    rest of argparse's keywords (type, default, choices, action, metavar)."""
+
+    flag: str
+    field: str
+    help: str
+    argparse: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
 class Target:
-    """A converter: `entry` is "module:function" with function(source: Path, options) -> Artifact."""
+    """A converter. `entry` is "module:function" with function(job: Job) -> Artifact (or, the older
+    shape, function(source: Path, options: ConvertOptions) -> Artifact, called through an adapter)."""
 
     name: str
     entry: str
@@ -34,34 +54,92 @@ class Target:
     calibration_methods: tuple[str, ...] = ()
     extra: str = "convert"  # the pip extra that brings its dependencies
     batches: tuple[str, ...] = ()  # "fixed" (--batch N), "dynamic" (--batch dynamic); () batch 1 only
+    options: tuple[Option, ...] = ()  # the target's own flags (ConvertOptions fields only it reads)
 
     def precision_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.precisions)
 
+    def single_default(self) -> str:
+        """The precision of `--target NAME` without a precision flag: fp32 where the target writes it."""
+        return "fp32" if "fp32" in self.precision_names() else self.default
+
+    def convert(self, job: Job) -> Artifact:
+        """Import the entry and run it on `job` (job.options.precision set); return its Artifact."""
+        module_name, function_name = self.entry.split(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        if len(inspect.signature(function).parameters) == 2:  # convert_x(source, options): the older shape
+            from dataclasses import replace
+
+            return function(job.source, replace(job.options, progress=job.say))
+        return function(job)
+
 
 FP32 = Precision("fp32", "float32")
-FP16 = Precision("fp16", "float16 weights (and compute where the engine has it)")
-INT8 = Precision("int8", "static int8, calibrated on --data", needs_data=True)
+FP16 = Precision("fp16", "float16 weights and compute, float32 I/O", flag="--fp16")
+INT8 = Precision("int8", "static int8 QDQ (decode in float), calibrated on --data", needs_data=True, flag="--int8")
 ORT_METHODS = ("percentile", "minmax", "entropy")
+IO = Option("--io", "io", "int8 input/output type (default uint8: camera frames go in without a float pass)",
+            (("choices", ("uint8", "int8", "float")), ("default", "uint8")))
+TFLITE_OPTIONS = (IO, Option("--fallback", "fallback", "int8: when --max-drop is missed, keep the most sensitive "
+                             "layers in int16 until it holds", (("action", "store_true"),)))
+WEB_OPTIONS = (
+    Option("--ort-web-dir", "ort_web_dir", "onnx-web: onnxruntime-web's package folder (default: "
+           "$EDGEPORT_ORT_WEB_DIR, else node_modules)", (("type", Path), ("default", None))),
+    Option("--ort-format", "ort_format", "onnx-web: also write the model in onnxruntime's .ort format (the page: "
+           "?format=ort)", (("action", "store_true"),)))
+COREML_OPTIONS = (
+    Option("--nms", "nms", "coreml: also write <name>_nms.mlpackage, a pipeline with NonMaximumSuppression for "
+           "Vision", (("action", "store_true"),)),
+    Option("--nms-iou", "nms_iou", "coreml --nms: default IoU threshold (0.45)", (("type", float), ("default", 0.45))),
+    Option("--nms-conf", "nms_conf", "coreml --nms: default confidence threshold (0.25)",
+           (("type", float), ("default", 0.25))))
 
 REGISTRY: tuple[Target, ...] = (
     Target("onnx", "edgeport.convert.onnx_target:convert_onnx", (FP32, FP16, INT8), "fp32", "int8", ORT_METHODS,
            batches=("fixed", "dynamic")),
     Target("tflite", "edgeport.convert.tflite_target:convert_tflite",
-           (FP32, FP16, Precision("dynamic", "dynamic-range int8 weights"), INT8), "fp32", "int8",
-           ("minmax", "percentile"), batches=("fixed",)),
-    Target("edgetpu", "edgeport.convert.edgetpu_target:convert_edgetpu", (INT8,), "int8", None, ("minmax",
-                                                                                                 "percentile")),
+           (FP32, Precision("fp16", "float16 weights", flag="--fp16"),
+            Precision("dynamic", "dynamic-range int8 (int8 weights)", flag="--dynamic"),
+            Precision("int8", "full-integer int8", needs_data=True, flag="--int8")), "fp32", "int8",
+           ("minmax", "percentile"), batches=("fixed",), options=TFLITE_OPTIONS),
+    Target("edgetpu", "edgeport.convert.edgetpu_target:convert_edgetpu",
+           (Precision("int8", "full-integer int8 (always)", needs_data=True, flag="--int8"),), "int8", None,
+           ("minmax", "percentile"), options=(IO,)),
     Target("onnx-web", "edgeport.convert.onnx_web_target:convert_onnx_web", (FP32, FP16, INT8), "fp32", "int8",
-           ORT_METHODS, extra="web"),
+           ORT_METHODS, extra="web", options=WEB_OPTIONS),
     Target("tensorrt", "edgeport.convert.tensorrt_target:convert_tensorrt", (FP32, FP16, INT8), "fp16", "int8",
            ORT_METHODS),
     Target("coreml", "edgeport.convert.coreml_target:convert_coreml",
-           (FP16, FP32, Precision("int8w", "int8 weights"), Precision("w8a8", "int8 weights and activations",
-                                                                     needs_data=True),
-            Precision("palette6", "6-bit palettized weights")), "fp16", "int8w", extra="coreml"),
+           (Precision("fp16", "fp16 compute (its default)", flag="--fp16"), FP32,
+            Precision("int8w", "int8 per-channel weights (linear_quantize_weights), fp16 compute",
+                      flag="--int8-weights"),
+            Precision("w8a8", "int8 weights and activations, activations calibrated on --data (in torch)",
+                      needs_data=True, flag="--w8a8"),
+            Precision("palette6", "6-bit palettized weights, fp16 compute", flag="--palettize")), "fp16", "int8w",
+           extra="coreml", options=COREML_OPTIONS),
 )
 BY_NAME: dict[str, Target] = {t.name: t for t in REGISTRY}
+
+
+def precision_flags() -> dict[str, tuple[str, str]]:
+    """flag -> (precision name, help naming the targets that take it), in registry order."""
+    flags: dict[str, tuple[str, dict[str, list[str]]]] = {}
+    for target in REGISTRY:
+        for precision in target.precisions:
+            if precision.flag:
+                name, helps = flags.setdefault(precision.flag, (precision.name, {}))
+                helps.setdefault(precision.help, []).append(target.name)
+    return {flag: (name, "; ".join(f"{', '.join(names)}: {text}" for text, names in helps.items()))
+            for flag, (name, helps) in flags.items()}
+
+
+def target_options() -> dict[str, tuple[Option, list[str]]]:
+    """flag -> (Option, the targets that read it), in registry order (a shared flag such as --io once)."""
+    options: dict[str, tuple[Option, list[str]]] = {}
+    for target in REGISTRY:
+        for option in target.options:
+            options.setdefault(option.flag, (option, []))[1].append(target.name)
+    return options
 
 
 def parse_batch(text: str) -> int:
@@ -121,41 +199,3 @@ def plan(names: list[str], calibrated: bool) -> list[tuple[str, str]]:
         if calibrated and target.calibrated and target.calibrated != target.default:
             jobs.append((name, target.calibrated))
     return jobs
-
-
-@dataclass
-class ManyResult:
-    """What `convert_many` wrote, skipped (missing dependency) and failed (with the error)."""
-
-    artifacts: list = field(default_factory=list)
-    skipped: list[tuple[str, str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str, str]] = field(default_factory=list)
-
-
-def convert_many(model: Path, names: list[str], options, say: Callable[[str], None]) -> ManyResult:
-    """Convert `model` to each (target, precision) of `plan` into options.out_dir; never stops at one failure."""
-    from edgeport.convert import convert
-
-    result = ManyResult()
-    calibrated = options.data is not None
-    for name in names:
-        if BY_NAME[name].default == "int8" and not calibrated:
-            result.skipped.append((name, "int8", "needs calibration images: pass --data"))
-            say(f"convert: skipped {name}: it is integer-only and needs calibration images (--data)")
-    for name, precision in plan(names, calibrated):
-        say(f"convert: [{name} {precision}]")
-        try:
-            check_batch(name, replace(options, precision=precision))
-        except ConversionError as exc:
-            result.skipped.append((name, precision, str(exc)))
-            say(f"convert: skipped {name} {precision}: {exc}")
-            continue
-        try:
-            result.artifacts.append(convert(model, name, replace(options, precision=precision)))
-        except MissingDependencyError as exc:
-            result.skipped.append((name, precision, str(exc)))
-            say(f"convert: skipped {name} {precision}: {exc}")
-        except EdgeportError as exc:
-            result.failed.append((name, precision, str(exc)))
-            say(f"edgeport: error: {name} {precision}: {exc}")
-    return result

@@ -7,9 +7,9 @@ and Q/DQ on convolution inputs only. The engine itself is built on the device
 
 from __future__ import annotations
 
-from pathlib import Path
+from edgeport.convert.base import Artifact
+from edgeport.convert.job import Job, write_record
 
-from edgeport.convert import Artifact, ConvertOptions
 PROXY_LABEL = {
     "fp32": "the fp32 ONNX TensorRT builds the engine from, run in onnxruntime (CPU)",
     "fp16": "the fp16 ONNX TensorRT builds the engine from, run in onnxruntime (CPU)",
@@ -17,18 +17,18 @@ PROXY_LABEL = {
 }
 
 
-def convert_tensorrt(source: Path, options: ConvertOptions) -> Artifact:
+def convert_tensorrt(job: Job) -> Artifact:
     """Write DIR/<stem>_trt_<precision>.onnx with its record embedded; return the Artifact."""
     from edgeport.convert import onnx_quant
-    from edgeport.convert.onnx_target import model_at_precision, save_with_record, split_record
+    from edgeport.convert.onnx_target import model_at_precision, split_record
 
-    say = options.progress or (lambda line: None)
-    model, names, prov = model_at_precision(source, options, "tensorrt", onnx_quant.TENSORRT)
-    out = options.out_dir / f"{options.name or source.stem}_trt_{options.precision}.onnx"
+    options = job.options
+    model, names, prov = model_at_precision(job, "tensorrt", onnx_quant.TENSORRT)
+    out = options.out_dir / f"{options.name or job.source.stem}_trt_{options.precision}.onnx"
     flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[options.precision]
     prov = {**prov, "proxy": {"artifact": out.name, "label": PROXY_LABEL[options.precision]},
             "engine_build": f"edgeport jetson build-engine {out.name}{flag}"}
     record = split_record(model, names, "tensorrt", options.precision, prov)
-    save_with_record(model, record, out)
-    say(f"tensorrt: wrote {out} ({out.stat().st_size / 1e6:.1f} MB); on the Jetson: {prov['engine_build']}")
+    write_record(out, record, onnx_model=model)
+    job.say(f"tensorrt: wrote {out} ({out.stat().st_size / 1e6:.1f} MB); on the Jetson: {prov['engine_build']}")
     return Artifact(path=out, record=record)

@@ -14,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 
-from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec, write_sidecar
-from edgeport.convert import Artifact, ConvertOptions, batch_suffix
+from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec
+from edgeport.convert.base import Artifact, ConvertOptions, batch_suffix
+from edgeport.convert.job import Job, write_record
 from edgeport.convert.provenance import provenance
 from edgeport.convert.tflite_int8 import calibration_stats, quantize_float_ops, quantize_int8
 from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
@@ -146,21 +147,13 @@ def describe_integer(record: ArtifactRecord, prov: dict, io: str) -> str:
     return f"tflite: full-integer: every op int8, input {inp.dtype} (scale {inp.scale:.6f}, zero point {inp.zero_point})"
 
 
-def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
+def convert_tflite(job: Job) -> Artifact:
     """Write DIR/<stem>_<precision>.tflite and its sidecar record; return the Artifact."""
-    options = check_options(source, options)
+    source, say = job.source, job.say
+    options = check_options(source, job.options)
     precision, io = options.precision, options.io
-    from edgeport.convert.source import load_source
-
-    say = options.progress or (lambda line: None)
-    loaded = load_source(source, options.imgsz)  # conv+bn fused, as Ultralytics' export does
-    calibration = None
-    if precision == "int8":
-        from edgeport.calibration import build_calibration_set, describe_coverage
-
-        calibration = build_calibration_set(options.data, imgsz=loaded.imgsz, n=options.calibration_images,
-                                            out_dir=options.calibration_dir, progress=options.progress is not None)
-        say(describe_coverage(calibration))
+    loaded = job.model()  # conv+bn fused, as Ultralytics' export does
+    calibration = job.calibration(loaded.imgsz) if precision == "int8" else None
     suffix = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic_int8",
               "int8": "full_integer_int8" if io != "float" else "int8_float_io"}[precision]
     out = options.out_dir / f"{options.name or source.stem}_{suffix}{batch_suffix(options.batch)}.tflite"
@@ -181,7 +174,7 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
 
     prov["ops_left_in_float"] = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []
     record = build_record(out, loaded, precision, prov)
-    write_sidecar(out, record)
+    write_record(out, record)
     if precision == "int8":
         say(describe_integer(record, prov, io))
     say(f"tflite: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

@@ -89,11 +89,11 @@ def test_exported_onnx_source_refused_for_a_batch(onnx_artifact, tmp_path):
 
 
 def test_target_all_skips_targets_without_the_batch(sample_model, tmp_path):
-    from edgeport.convert.targets import convert_many
+    from edgeport.convert import Job
 
     lines = []
-    result = convert_many(sample_model, ["edgetpu", "coreml"], ConvertOptions(out_dir=tmp_path, batch=0),
-                          lines.append)
+    job = Job.of(sample_model, ConvertOptions(out_dir=tmp_path, batch=0, progress=lines.append))
+    result = job.run_many(["edgetpu", "coreml"])
     assert result.artifacts == [] and result.failed == []
     assert {name for name, _, _ in result.skipped} == {"edgetpu", "coreml"}
     assert any("writes batch 1 only" in line for line in lines)

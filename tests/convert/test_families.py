@@ -159,13 +159,13 @@ def test_a_wrong_decode_is_refused_naming_the_artifact(family_models, tmp_path):
     import onnx
 
     from edgeport.convert import Artifact
-    from edgeport.convert.onnx_target import save_with_record
+    from edgeport.convert.job import write_record
     from edgeport.convert.verify import verify_artifact
 
     artifact = convert(family_models["yolo26"], "onnx", ConvertOptions(out_dir=tmp_path, check=False))
     broken = replace(artifact.record, decode=replace(artifact.record.decode, normalized=False))  # 0..1 as pixels
     wrong = tmp_path / "wrong.onnx"
-    save_with_record(onnx.load(str(artifact.path)), broken, wrong)
+    write_record(wrong, broken, onnx_model=onnx.load(str(artifact.path)))
     with pytest.raises(ConversionError, match="wrong.onnx does not agree with its float source") as info:
         verify_artifact(Artifact(wrong, broken), family_models["yolo26"], 160, None)
     assert "no area" in str(info.value) or "finds 0%" in str(info.value)

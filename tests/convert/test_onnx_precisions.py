@@ -178,7 +178,7 @@ def test_int8_calibration_survives_degenerate_tensors(tmp_path, val_images):
     histogram refuses ("Too many bins for data range"). Each such tensor gets a fallback range named
     in the record; the rest is calibrated by percentile; the model converts and runs."""
     from edgeport.calibration import build_calibration_set
-    from edgeport.convert import onnx_quant
+    from edgeport.convert import Job, onnx_quant
     from edgeport.convert.onnx_target import float_model
     from edgeport.sample.families import build_family_model
 
@@ -198,7 +198,7 @@ def test_int8_calibration_survives_degenerate_tensors(tmp_path, val_images):
     outputs = Detector(artifact.path).infer(np.full((1, 3, 160, 160), 0.5, np.float32))
     assert all(np.isfinite(v).all() for v in outputs.values())
     # TensorRT's profile (int8 symmetric, Q/DQ on conv inputs) on the same float graph
-    model, _, _ = float_model(source, ConvertOptions(out_dir=tmp_path, imgsz=160))
+    model, _, _ = float_model(Job.of(source, ConvertOptions(out_dir=tmp_path, imgsz=160)))
     calibration = build_calibration_set(folder, imgsz=160, n=4, progress=False)
     _, _, trt_fallbacks = onnx_quant.quantize_int8(model, calibration, onnx_quant.TENSORRT, "percentile")
     assert trt_fallbacks and all(": fallback range -" in line for line in trt_fallbacks.values())  # symmetric
