@@ -26,13 +26,13 @@ def convert_options(args: argparse.Namespace, command: str, precision: str = "fp
     """ConvertOptions from the convert/quickstart arguments (the fields every target shares), plus `fields`."""
     from edgeport.convert import ConvertOptions
 
-    return ConvertOptions(out_dir=args.out, imgsz=getattr(args, "imgsz", None), opset=getattr(args, "opset", 17),
-                          name=getattr(args, "name", None), command=command, progress=_say, precision=precision,
-                          io=getattr(args, "io", "uint8"), data=args.data, calibration_images=args.calibration_images,
-                          calibration_method=getattr(args, "calibration_method", None),
-                          check=getattr(args, "check", True), batch=_batch(args),
-                          **{"calibration_dir": getattr(args, "calibration_dir", None) or args.out / "calib",
-                             **fields})
+    shared = dict(out_dir=args.out, imgsz=getattr(args, "imgsz", None), opset=getattr(args, "opset", 17),
+                  name=getattr(args, "name", None), command=command, progress=_say, precision=precision,
+                  io=getattr(args, "io", "uint8"), data=args.data, calibration_images=args.calibration_images,
+                  calibration_dir=getattr(args, "calibration_dir", None) or args.out / "calib",
+                  calibration_method=getattr(args, "calibration_method", None), check=getattr(args, "check", True),
+                  batch=_batch(args))
+    return ConvertOptions(**{**shared, **fields})
 
 
 def convert_many_and_report(model: Path, names: list[str], args: argparse.Namespace, command: str) -> int:
