@@ -4,8 +4,8 @@ back and the proxy against Ultralytics' own decode, per family and precision, in
     python benchmarks/coreml_families.py [--families yolo11n,yolo12n,yolo26n,yolov10n]
         [--precisions fp16,int8w,palette6,w8a8] [--json benchmarks/results/coreml_families.json]
 
-The models are the stand-ins of edgeport.sample.families (the sample's 3 classes, BatchNorm statistics and
-head biases from the sample's images, so their outputs vary); their mAP means nothing, so each proxy is compared anchor by anchor
+The models are the stand-ins of edgeport.sample.families (the sample's 3 classes, BatchNorm statistics
+from the sample's images, so their outputs vary; head biases left as built); their mAP means nothing, so each proxy is compared anchor by anchor
 with Ultralytics' decode of the head the package uses (one-to-one for YOLOv10 and YOLO26).
 """
 
@@ -84,7 +84,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgeport-coreml-families-") as tmp:
         out = Path(tmp)
         for family in args.families.split(","):
-            source = build_family_model(family, out / f"{family}.pt", imgsz=SIZE)
+            source = build_family_model(family, out / f"{family}.pt", imgsz=SIZE, head_biases=False)
             for precision in args.precisions.split(","):
                 extra = {"data": sample.data_yaml(), "calibration_images": 16} if precision == "w8a8" else {}
                 start = time.perf_counter()

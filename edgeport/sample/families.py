@@ -99,10 +99,12 @@ def _set_head_biases(model, batches) -> None:
 
 
 def build_family_model(family: str, out: Path, imgsz: int = 160, images: int = 16, seed: int = 0,
-                       stand_in: bool = True) -> Path:
+                       stand_in: bool = True, head_biases: bool = True) -> Path:
     """Write out (an Ultralytics .pt) holding the family's nano detector for the sample's classes; return it.
     `family` is a key of FAMILIES or a YAML name ("yolo11n"); `stand_in` False keeps the untrained weights
-    and statistics as they are (degenerate activations, for calibration tests).
+    and statistics as they are (degenerate activations, for calibration tests); `head_biases` False keeps
+    the batch-norm statistics but not the score and box bias shifts (scores stay far from 0.5, where a
+    sigmoid magnifies float16 weight rounding most).
 
     Raises KeyError for an unknown family.
     """
@@ -125,7 +127,8 @@ def build_family_model(family: str, out: Path, imgsz: int = 160, images: int = 1
     if stand_in:
         batches = _sample_batches(imgsz, images)
         _recalibrate_batchnorm(model, batches)
-        _set_head_biases(model, batches)
+        if head_biases:
+            _set_head_biases(model, batches)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.float().eval(), "train_args": {"imgsz": imgsz, "task": "detect",
                                                             "data": str(sample.data_yaml())},
