@@ -235,6 +235,7 @@ def reduced_precision(model, source: Path, options: ConvertOptions, target: str,
     size = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][2]
     calibration = build_calibration_set(options.data, imgsz=size, n=options.calibration_images,
                                         out_dir=options.calibration_dir, progress=options.progress is not None)
+    calibration = calibration.at_batch(options.batch)  # a fixed --batch N graph is fed N images at a time
     say(describe_coverage(calibration))
     method = options.calibration_method or "percentile"
     say(f"{target}: quantizing to int8 QDQ ({profile.name} profile, {method} calibration on {len(calibration)} images)")

@@ -160,6 +160,7 @@ def convert_tflite(source: Path, options: ConvertOptions) -> Artifact:
 
         calibration = build_calibration_set(options.data, imgsz=loaded.imgsz, n=options.calibration_images,
                                             out_dir=options.calibration_dir, progress=options.progress is not None)
+        calibration = calibration.at_batch(options.batch)  # the batch-N flatbuffer is fed N images at a time
         say(describe_coverage(calibration))
     suffix = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic_int8",
               "int8": "full_integer_int8" if io != "float" else "int8_float_io"}[precision]
