@@ -1,15 +1,20 @@
-"""POST /detect at load: 1, 8 and 40 closed-loop clients against the real daemon, batching off and on.
+"""POST /detect at load against the real daemon, batching off and on, in the two modes of Triton's perf_analyzer.
 
-    python benchmarks/serve.py [--seconds 15] [--rounds 3] [--memory] [--json benchmarks/results/serve.json]
+    python benchmarks/serve.py [--seconds 15] [--rounds 3] [--rate 0.5 ...] [--model M] [--memory] [--json ...]
 
 Two daemons (batching off, on) run in their own processes (uvicorn on 127.0.0.1, one camera at 5 fps so
 that the camera loop shares the model as in the field) on a dynamic-batch ONNX of the bundled model
 (Ultralytics export(dynamic=True), height and width fixed). Each client sends the same 640x480 JPEG again
 and again on one keep-alive connection; rounds alternate between the two daemons so that a shared host's
-load falls on both alike. Per row: p50, p99, throughput, 5xx count. Goals at 40 clients, ratios measured
-in this one run:
-  - 0 responses 5xx;  - p99 <= 3x a single request (1 client, batching off, p50);
-  - throughput with batching >= 1.5x without.
+load falls on both alike.
+  - concurrency mode (closed loop, 1, 8, 40 clients: a client sends when answered) -> throughput; next to
+    each p99 the Little's-law mean N / X, which no server can beat with N clients at X answers per second;
+  - request-rate mode (open loop, 40 clients at a fixed offered rate, each --rate a fraction of the
+    closed-loop capacity without batching; latency counted from the scheduled send) -> latency.
+Per row: p50, p99, throughput, 5xx count, and the CPU milliseconds per answer used by the daemon and by
+this load generator (which shares the host's cores). Goals at 40 clients, ratios measured in this one run:
+  - 0 responses 5xx;  - p99 <= 3x a single request (1 client, batching off, p50): judged in the open loop;
+  - throughput with batching >= 1.5x without (closed loop).
 With --memory: the peak RSS of a daemon process receiving 60 x 9.9 MB uploads at once (goal: under the
 systemd unit's MemoryMax of 1 GiB).
 """
@@ -187,7 +192,9 @@ def summary(clients: int, batching: bool, runs: list[dict]) -> dict:
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "p50_ms": float(np.percentile(latencies, 50)) if latencies else float("nan"),
             "p99_ms": float(np.percentile(latencies, 99)) if latencies else float("nan"),
-            "throughput_rps": statuses.get(200, 0) / seconds}
+            "throughput_rps": statuses.get(200, 0) / seconds,
+            "daemon_cpu_ms_per_request": 1000 * sum(r.get("daemon_cpu_s", 0) for r in runs) / max(1, statuses.get(200, 0)),
+            "client_cpu_ms_per_request": 1000 * sum(r.get("client_cpu_s", 0) for r in runs) / max(1, statuses.get(200, 0))}
 
 
 def big_jpeg(nbytes: int) -> bytes:
@@ -234,27 +241,42 @@ def upload_memory(model: Path, folder: Path, uploads: int = 60) -> dict:
             "seconds": time.monotonic() - started}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(child: subprocess.Popen, work) -> dict:
+    """work()'s run, with the CPU seconds the daemon and this load generator used meanwhile."""
+    daemon0, client0 = cpu_seconds(child.pid), time.process_time()
+    run = work()
+    run["daemon_cpu_s"], run["client_cpu_s"] = cpu_seconds(child.pid) - daemon0, time.process_time() - client0
+    return run
+
+
 def run_rows(daemons: dict, jpeg: bytes, args) -> tuple[list[dict], list[dict]]:
     """Closed-loop rows (1, 8, 40 clients), then open-loop rows (40 clients at each --rate fraction of the
     closed-loop capacity without batching); every round alternates the two daemons."""
     closed: dict[tuple[int, bool], list[dict]] = {}
     for round_ in range(args.rounds):  # rounds alternate off/on so that the load of a shared host falls on both
         for clients in CLIENTS:
-            for batching, (_, port) in daemons.items():
+            for batching, (child, port) in daemons.items():
                 print(f"round {round_ + 1}/{args.rounds}: batching {'on' if batching else 'off'}, "
                       f"{clients} clients (closed loop) ...", file=sys.stderr, flush=True)
                 closed.setdefault((clients, batching), []).append(
-                    load(port, jpeg, clients, args.seconds / args.rounds))
+                    measured(child, lambda: load(port, jpeg, clients, args.seconds / args.rounds)))
     rows = [summary(clients, batching, closed[(clients, batching)]) for clients in CLIENTS for batching in (False, True)]
     capacity = next(r for r in rows if r["clients"] == CLIENTS[-1] and not r["batching"])["throughput_rps"]
     opened: dict[tuple[float, bool], list[dict]] = {}
     for round_ in range(args.rounds):
         for fraction in args.rate:
-            for batching, (_, port) in daemons.items():
+            for batching, (child, port) in daemons.items():
                 print(f"round {round_ + 1}/{args.rounds}: batching {'on' if batching else 'off'}, {CLIENTS[-1]} "
                       f"clients at {fraction:.0%} of {capacity:.0f} req/s (open loop) ...", file=sys.stderr, flush=True)
-                opened.setdefault((fraction, batching), []).append(
-                    load_open(port, jpeg, CLIENTS[-1], fraction * capacity, args.seconds / args.rounds))
+                opened.setdefault((fraction, batching), []).append(measured(
+                    child, lambda: load_open(port, jpeg, CLIENTS[-1], fraction * capacity, args.seconds / args.rounds)))
     rate_rows = [{**summary(CLIENTS[-1], batching, opened[(fraction, batching)]), "offered_rps": fraction * capacity,
                   "fraction": fraction} for fraction in args.rate for batching in (False, True)]
     return rows, rate_rows
@@ -280,11 +302,12 @@ def report(rows: list[dict], rate_rows: list[dict], model: Path, args) -> dict:
     print(f"\nedgeport serve benchmark on {host}; model {Path(model).name}; {args.seconds:g} s per row; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("concurrency mode (closed loop: each client sends its next request when answered) -> throughput")
-    print(f"{'batching':<10}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>9}{'5xx':>6}  Little's law N/X ms  statuses")
+    print(f"{'batching':<10}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>9}{'5xx':>6}  Little's law N/X ms"
+          "  CPU ms/req daemon, load generator  statuses")
     for r in rows:
         print(f"{'on' if r['batching'] else 'off':<10}{r['clients']:>8}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}"
               f"{r['throughput_rps']:>9.1f}{r['errors_5xx']:>6}  {r['clients'] / r['throughput_rps'] * 1000:>19.1f}"
-              f"  {r['statuses']}")
+              f"  {r['daemon_cpu_ms_per_request']:>13.1f} {r['client_cpu_ms_per_request']:>17.1f}  {r['statuses']}")
     print(f"request-rate mode (open loop: {CLIENTS[-1]} clients at a fixed offered rate; latency from the "
           "scheduled send) -> latency")
     print(f"{'batching':<10}{'offered':>9}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>9}{'5xx':>6}  p99 / single")
