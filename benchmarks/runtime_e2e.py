@@ -246,7 +246,8 @@ def main() -> int:
           f"{checks['non_invoke_share']:.1%} of the frame (goal <= {GOALS['non_invoke_share_max']:.0%}): "
           f"{'met' if checks['non_invoke_share'] <= GOALS['non_invoke_share_max'] else 'NOT met'}")
     print(f"\na folder of {folder['images']} JPEGs with 2 threads ({best}; ms per image, median of "
-          f"{folder['rounds']} interleaved rounds; Ultralytics predict {folder['ms_per_image']['ultralytics_predict']:.1f})")
+          f"{folder['rounds']} interleaved rounds; Ultralytics predict "
+          f"{folder['ms_per_image']['ultralytics_predict']:.1f})")
     for name, ratio in folder["vs_ultralytics"].items():
         print(f"  {name:<40} {folder['ms_per_image'][name]:6.1f} ms = {ratio:.2f}x faster (goal >= {goal}x): "
               f"{'met' if ratio >= goal else 'NOT met'}")

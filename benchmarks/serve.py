@@ -187,14 +187,15 @@ def summary(clients: int, batching: bool, runs: list[dict]) -> dict:
         for status, n in run["statuses"].items():
             statuses[status] = statuses.get(status, 0) + n
     seconds = sum(run["seconds"] for run in runs)
+    answered = max(1, statuses.get(200, 0))
     return {"batching": batching, "clients": clients, "requests": sum(statuses.values()), "ok": statuses.get(200, 0),
             "errors_5xx": sum(n for s, n in statuses.items() if s >= 500), "failed_connections": statuses.get(0, 0),
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "p50_ms": float(np.percentile(latencies, 50)) if latencies else float("nan"),
             "p99_ms": float(np.percentile(latencies, 99)) if latencies else float("nan"),
             "throughput_rps": statuses.get(200, 0) / seconds,
-            "daemon_cpu_ms_per_request": 1000 * sum(r.get("daemon_cpu_s", 0) for r in runs) / max(1, statuses.get(200, 0)),
-            "client_cpu_ms_per_request": 1000 * sum(r.get("client_cpu_s", 0) for r in runs) / max(1, statuses.get(200, 0))}
+            "daemon_cpu_ms_per_request": 1000 * sum(r.get("daemon_cpu_s", 0) for r in runs) / answered,
+            "client_cpu_ms_per_request": 1000 * sum(r.get("client_cpu_s", 0) for r in runs) / answered}
 
 
 def big_jpeg(nbytes: int) -> bytes:
@@ -267,8 +268,9 @@ def run_rows(daemons: dict, jpeg: bytes, args) -> tuple[list[dict], list[dict]]:
                       f"{clients} clients (closed loop) ...", file=sys.stderr, flush=True)
                 closed.setdefault((clients, batching), []).append(
                     measured(child, lambda: load(port, jpeg, clients, args.seconds / args.rounds)))
-    rows = [summary(clients, batching, closed[(clients, batching)]) for clients in CLIENTS for batching in (False, True)]
-    capacity = next(r for r in rows if r["clients"] == CLIENTS[-1] and not r["batching"])["throughput_rps"]
+    rows = [summary(clients, batching, closed[(clients, batching)])
+            for clients in CLIENTS for batching in (False, True)]
+    capacity = max(0.1, next(r for r in rows if r["clients"] == CLIENTS[-1] and not r["batching"])["throughput_rps"])
     opened: dict[tuple[float, bool], list[dict]] = {}
     for round_ in range(args.rounds):
         for fraction in args.rate:
@@ -282,6 +284,11 @@ def run_rows(daemons: dict, jpeg: bytes, args) -> tuple[list[dict], list[dict]]:
     return rows, rate_rows
 
 
+def little_ms(clients: int, rps: float) -> float:
+    """Little's law: the mean time in the system of `clients` closed-loop clients answered at `rps` per second."""
+    return clients / rps * 1000 if rps else float("inf")
+
+
 def report(rows: list[dict], rate_rows: list[dict], model: Path, args) -> dict:
     """Print both tables and the goals; return the checks."""
     def row(batching: bool, clients: int) -> dict:
@@ -289,14 +296,14 @@ def report(rows: list[dict], rate_rows: list[dict], model: Path, args) -> dict:
 
     single = row(False, 1)["p50_ms"]
     on40, off40 = row(True, 40), row(False, 40)
-    little = {b: 40 / r["throughput_rps"] * 1000 for b, r in (("off", off40), ("on", on40))}
+    little = {b: little_ms(40, r["throughput_rps"]) for b, r in (("off", off40), ("on", on40))}
     rate = next((r for r in rate_rows if r["batching"] and r["fraction"] == args.rate[0]), None)
     checks = {"single_request_ms": single, "errors_5xx_at_40": {"off": off40["errors_5xx"], "on": on40["errors_5xx"]},
               "p99_over_single_at_40": {"off": off40["p99_ms"] / single, "on": on40["p99_ms"] / single},
               "littles_law_mean_ms_at_40": little,
               "p99_over_single_open_loop": {f"{r['fraction']:.2f} {'on' if r['batching'] else 'off'}":
                                             r["p99_ms"] / single for r in rate_rows},
-              "batching_speedup_at_40": on40["throughput_rps"] / off40["throughput_rps"]}
+              "batching_speedup_at_40": on40["throughput_rps"] / max(off40["throughput_rps"], 1e-9)}
     host = (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs (shared), "
             f"Python {platform.python_version()}")
     print(f"\nedgeport serve benchmark on {host}; model {Path(model).name}; {args.seconds:g} s per row; "
@@ -306,7 +313,7 @@ def report(rows: list[dict], rate_rows: list[dict], model: Path, args) -> dict:
           "  CPU ms/req daemon, load generator  statuses")
     for r in rows:
         print(f"{'on' if r['batching'] else 'off':<10}{r['clients']:>8}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}"
-              f"{r['throughput_rps']:>9.1f}{r['errors_5xx']:>6}  {r['clients'] / r['throughput_rps'] * 1000:>19.1f}"
+              f"{r['throughput_rps']:>9.1f}{r['errors_5xx']:>6}  {little_ms(r['clients'], r['throughput_rps']):>19.1f}"
               f"  {r['daemon_cpu_ms_per_request']:>13.1f} {r['client_cpu_ms_per_request']:>17.1f}  {r['statuses']}")
     print(f"request-rate mode (open loop: {CLIENTS[-1]} clients at a fixed offered rate; latency from the "
           "scheduled send) -> latency")
@@ -351,8 +358,8 @@ def main() -> int:
     model = args.model or dynamic_batch_onnx(folder)
     jpeg = frame_640x480()
     extra = f"threads: {args.threads}\n" if args.threads else ""
-    daemons = {batching: start_daemon(model, folder / ("on" if batching else "off"), batching, extra, max_batch=args.max_batch)
-               for batching in (False, True)}
+    daemons = {batching: start_daemon(model, folder / ("on" if batching else "off"), batching, extra,
+                                      max_batch=args.max_batch) for batching in (False, True)}
     try:
         rows, rate_rows = run_rows(daemons, jpeg, args)
     finally:
