@@ -1,5 +1,5 @@
-"""Detection over many images (a folder, a list of frames) with the cores kept busy: the next images are
-decoded while the current one is invoked, and with `workers` > 1 several single-thread interpreters run side by side.
+"""Detection over many images (a folder, a list of frames) with the cores kept busy: the next image is
+decoded while the current one is invoked, or several single-thread interpreters run side by side.
 """
 
 from __future__ import annotations
@@ -14,14 +14,6 @@ from edgeport.errors import ImageError
 from edgeport.runtime.detections import Detections
 from edgeport.runtime.detector import Detector
 from edgeport.runtime.image_io import ImageSource
-
-
-def _detect_one(detector: Detector, image: ImageSource) -> Detections:
-    pixels, reduction = detector.load_for_model(image)
-    found = detector.detect_rgb([pixels])[0]
-    if reduction.factor == 1:
-        return found
-    return replace(found, xyxy=reduction.to_original(found.xyxy), image_hw=reduction.original_hw)
 
 
 def detect_stream(detectors: Sequence[Detector], images: Iterable[ImageSource],
@@ -40,7 +32,7 @@ def detect_stream(detectors: Sequence[Detector], images: Iterable[ImageSource],
     def run(image: ImageSource) -> Detections:
         detector = free.get()
         try:
-            return _detect_one(detector, image)
+            return detector.detect(image)  # large JPEGs decoded at reduced scale, boxes in full-image pixels
         finally:
             free.put(detector)
 
