@@ -7,7 +7,10 @@
    "best CPU artifact". Interleaved with Ultralytics' `YOLO(its own ONNX).predict(path)` on the same JPEG
    files: goal >= 3x. edgeport on Ultralytics' own ONNX: never slower than its predictor, and the work
    around the invoke (decode, letterbox, decode of boxes, NMS) <= 10 % of the frame.
-2. onnxruntime thread settings, invoke p50/p99 alone and while two threads decode JPEGs (what capture,
+2. A folder of 20 JPEGs with 2 threads: Ultralytics' predictor file by file against edgeport file by file (2
+   XNNPACK threads), one 1-thread interpreter decoding the next image ahead, and two 1-thread interpreters
+   (edgeport.runtime.pipeline.detect_stream); ms per image, rounds interleaved.
+3. onnxruntime thread settings, invoke p50/p99 alone and while two threads decode JPEGs (what capture,
    decode and HTTP do to the cores in the daemon), rounds interleaved.
 Every ratio is measured in this one run; the host is shared, so absolute figures move between runs.
 """
@@ -130,6 +133,41 @@ def end_to_end(best: Path, ultralytics_onnx: Path, runs: int) -> dict:
             "non_invoke_share": around / float(np.percentile([e2e for e2e, _ in measured], 50))}
 
 
+def folder_throughput(best: Path, ultralytics_onnx: Path, rounds: int, count: int = 20) -> dict:
+    """ms per image over a folder of `count` JPEGs with 2 threads, each arrangement in turn per round:
+    Ultralytics' predictor file by file; edgeport with 2 XNNPACK threads file by file; one 1-thread
+    interpreter with the next image decoded ahead (edgeport.runtime.pipeline); two 1-thread interpreters."""
+    from edgeport.convert.ultralytics_env import load_ultralytics
+    from edgeport.runtime.pipeline import detect_stream
+
+    load_ultralytics()
+    from ultralytics import YOLO
+
+    images = val_jpegs(count)
+    predictor = YOLO(str(ultralytics_onnx), task="detect")
+    two_threads = Detector(best, threads=2)
+    one, pair = [Detector(best, threads=1)], [Detector(best, threads=1), Detector(best, threads=1)]
+    arms = {
+        "ultralytics_predict": lambda: [predictor.predict(str(p), imgsz=320, conf=0.25, iou=0.45, verbose=False,
+                                                          device="cpu") for p in images],
+        "edgeport_2_threads_file_by_file": lambda: [two_threads.detect(p.read_bytes()) for p in images],
+        "edgeport_1_thread_decode_ahead": lambda: list(detect_stream(one, (p.read_bytes() for p in images))),
+        "edgeport_2_workers_1_thread": lambda: list(detect_stream(pair, (p.read_bytes() for p in images))),
+    }
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for round_ in range(rounds + 1):  # the first round warms up
+        for name, call in arms.items():
+            time.sleep(0.2)
+            start = time.perf_counter()
+            call()
+            if round_:
+                times[name].append((time.perf_counter() - start) * 1000 / count)
+    ms = {name: float(np.median(v)) for name, v in times.items()}
+    return {"ms_per_image": ms, "rounds": rounds, "images": count,
+            "vs_ultralytics": {name: ms["ultralytics_predict"] / v for name, v in ms.items()
+                               if name != "ultralytics_predict"}}
+
+
 def thread_settings(model: Path, runs: int) -> list[dict]:
     """Invoke p50/p99 of each setting alone and with two JPEG-decoding threads competing for the cores."""
     frame = cv2.imread(str(val_jpegs(1)[0]))
@@ -159,6 +197,7 @@ def thread_settings(model: Path, runs: int) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--folder-rounds", type=int, default=5, help="interleaved rounds over the 20-image folder")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "runtime_e2e.json")
     args = parser.parse_args()
     from edgeport.convert.onnx_target import export_ultralytics_onnx
@@ -176,6 +215,8 @@ def main() -> int:
     ultralytics_onnx = export_ultralytics_onnx(sample.model_path(), work / "ultralytics", None, 17)
     print(f"end to end: {best} and edgeport on Ultralytics' ONNX against its predictor ...", file=sys.stderr)
     e2e = end_to_end(artifacts[best], ultralytics_onnx, args.runs)
+    print("a folder with 2 threads: file by file, decode ahead, two workers ...", file=sys.stderr, flush=True)
+    folder = folder_throughput(artifacts[best], ultralytics_onnx, args.folder_rounds)
     print("thread settings alone and under load ...", file=sys.stderr, flush=True)
     threads = thread_settings(artifacts["edgeport ONNX fp32"], args.runs)
     shutil.rmtree(work, ignore_errors=True)
@@ -204,6 +245,12 @@ def main() -> int:
           f"{'met' if checks['own_onnx_vs_ultralytics'] >= 1 else 'NOT met'}; work around the invoke "
           f"{checks['non_invoke_share']:.1%} of the frame (goal <= {GOALS['non_invoke_share_max']:.0%}): "
           f"{'met' if checks['non_invoke_share'] <= GOALS['non_invoke_share_max'] else 'NOT met'}")
+    print(f"\na folder of {folder['images']} JPEGs with 2 threads ({best}; ms per image, median of "
+          f"{folder['rounds']} interleaved rounds; Ultralytics predict "
+          f"{folder['ms_per_image']['ultralytics_predict']:.1f})")
+    for name, ratio in folder["vs_ultralytics"].items():
+        print(f"  {name:<40} {folder['ms_per_image'][name]:6.1f} ms = {ratio:.2f}x faster (goal >= {goal}x): "
+              f"{'met' if ratio >= goal else 'NOT met'}")
     print(f"\nonnxruntime invoke (ms p50/p99), {artifacts['edgeport ONNX fp32'].name}, alone and with 2 "
           "decoding threads")
     for row in threads:
@@ -211,7 +258,8 @@ def main() -> int:
               f"{row['under_load']['p50']:6.1f}/{row['under_load']['p99']:<6.1f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"host": host, "goals": GOALS, "drops_points": drops, "end_to_end_ms": speed,
-                                     "versus_ultralytics": e2e, "checks": checks, "thread_settings": threads},
+                                     "versus_ultralytics": e2e, "checks": checks, "thread_settings": threads,
+                                     "folder_2_threads": folder, "load_average": os.getloadavg()},
                                     indent=2))
     print(f"wrote {args.json}")
     return 0

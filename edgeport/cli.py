@@ -116,8 +116,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from edgeport.runtime.draw import draw
 
     detector = _open(args, args.model, conf=args.conf, iou=args.iou, max_det=args.max_det, exif=args.exif)
-    if args.save_dir:
-        args.save_dir.mkdir(parents=True, exist_ok=True)
+    if not args.save_dir:  # the next image is decoded (large JPEGs at reduced scale) while this one is invoked
+        return _detect_streamed(detector, args.images)
+    args.save_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for image in args.images:
         try:
@@ -132,6 +133,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
         if args.save_dir:
             out = args.save_dir / (Path(image).stem + ".jpg")
             cv2.imwrite(str(out), draw(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), detections))
+    return 1 if failed else 0
+
+
+def _detect_streamed(detector, images: list) -> int:
+    from edgeport.runtime.pipeline import detect_stream
+
+    failed = 0
+    for image, found in detect_stream([detector], images):
+        if isinstance(found, ImageError):  # one bad image must not lose the others
+            _say(f"edgeport: error: {found}")
+            failed += 1
+            continue
+        found.meta["image"] = str(image)
+        print(found.to_json(), flush=True)
     return 1 if failed else 0
 
 

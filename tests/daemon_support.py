@@ -117,6 +117,8 @@ def _stop_capture_threads(monkeypatch):
 
 # A daemon in its own process (for its own RSS, or its own cores): prints "ready" once HTTP is up, stops at a
 # line on stdin; with --metrics it prints /metrics' text before stopping. Run: python -c DAEMON_PROCESS CONFIG.
+# The line "paho_mid N" moves the MQTT client's message-id counter to N (the 65,535 wrap without 65k publishes)
+# and prints the id it had; "paho_mid" alone prints it.
 DAEMON_PROCESS = """
 import sys, threading, time
 from edgeport.daemon.config import parse_config
@@ -127,7 +129,14 @@ thread.start()
 while not (daemon.http._server.started or daemon.stopping):
     time.sleep(0.05)
 print("ready", flush=True)
-sys.stdin.readline()
+for line in sys.stdin:
+    if not line.startswith("paho_mid"):
+        break
+    client = daemon.mqtt.client
+    with client._mid_generate_mutex:
+        print("paho_mid", client._last_mid, flush=True)
+        if line.split()[1:]:
+            client._last_mid = int(line.split()[1])
 if "--metrics" in sys.argv[2:]:
     print(daemon.metrics_text(), flush=True)
 daemon.stop()

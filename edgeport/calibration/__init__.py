@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -36,19 +36,30 @@ class CalibrationSet:
     coverage: dict = field(default_factory=dict)
     sha256: str = ""
     cached: bool = False
+    batch: int = 1  # images per calibration batch: a model converted with a fixed --batch N takes N at once
+
+    def at_batch(self, batch: int) -> "CalibrationSet":
+        """The same set handed out `batch` images at a time (a fixed-batch model); batch 0 (dynamic) or 1: one."""
+        return replace(self, batch=max(1, batch))
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def batches(self, layout: str = "NCHW", dtype: str = "float32", scale: float = 1 / 255,
-                batch_size: int = 1) -> Iterator[np.ndarray]:
-        """Yield model-ready input batches, preprocessed as the runtime does."""
+                batch_size: int | None = None) -> Iterator[np.ndarray]:
+        """Yield model-ready input batches, preprocessed as the runtime does, `batch_size` (default: the
+        set's `batch`) images each; with more than one, the last batch is filled up with the first frames
+        again, so that a fixed-batch model always gets whole batches (every frame is seen at least once)."""
         from edgeport.artifact import TensorSpec
         from edgeport.runtime.preprocess import to_input_tensor
 
-        spec = TensorSpec("input", (batch_size, 0, 0, 0), dtype)
-        for start in range(0, len(self.frames), batch_size):
-            yield to_input_tensor(self.frames[start:start + batch_size], spec, layout, scale)
+        size = batch_size or self.batch
+        spec = TensorSpec("input", (size, 0, 0, 0), dtype)
+        for start in range(0, len(self.frames), size):
+            group = self.frames[start:start + size]
+            if size > 1 and len(group) < size:
+                group = np.concatenate([group, np.resize(self.frames, (size - len(group), *self.frames.shape[1:]))])
+            yield to_input_tensor(group, spec, layout, scale)
 
 
 def _even(count: int, n: int) -> list[int]:

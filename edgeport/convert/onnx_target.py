@@ -218,7 +218,7 @@ def reduced_precision(model, job: Job, target: str, profile):
         return fp16_body(model, tail), {**provenance(source, options.command), "io": "float32",
                                         "compute": "float16", "ops_left_in_float": tail}
     size = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][2]
-    calibration = job.calibration(size)
+    calibration = job.calibration(size).at_batch(options.batch)  # a fixed --batch N graph is fed N images at a time
     method = options.calibration_method or "percentile"
     say(f"{target}: quantizing to int8 QDQ ({profile.name} profile, {method} calibration on {len(calibration)} images)")
     quantized, tail, fallbacks = onnx_quant.quantize_int8(model, calibration, profile, method)

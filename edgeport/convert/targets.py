@@ -169,9 +169,6 @@ def check_batch(name: str, options) -> None:
     if batch > 1 and "fixed" not in kinds:
         raise ConversionError(f"{name}: --batch {batch} is not supported; this target writes batch 1 only "
                               f"(batched targets: {', '.join(t.name for t in REGISTRY if t.batches)})")
-    if options.precision == "int8":
-        raise ConversionError(f"{name}: --batch with --int8 is not supported yet (calibration runs at batch 1); "
-                              "convert int8 at batch 1, or a float/fp16 artifact with --batch")
 
 
 def parse_targets(text: str) -> list[str]:

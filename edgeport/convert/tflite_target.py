@@ -97,8 +97,11 @@ def export_float(loaded, float_path: Path, batch: int = 1) -> None:
         raise ConversionError(f"tflite: litert-torch conversion failed: {str(exc).splitlines()[0]}") from exc
 
 
-def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertOptions, prov: dict, say) -> None:
-    """Write `out` at options.precision from the float flatbuffer (int8: calibrated, optional int16 fallback)."""
+def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertOptions, prov: dict, say,
+             calibrated: Path | None = None) -> None:
+    """Write `out` at options.precision from the float flatbuffer (int8: calibrated, optional int16 fallback).
+    `calibrated`: the batch-1 float flatbuffer whose ranges a batch-N `float_path` takes (default: itself)."""
+    calibrated = calibrated or float_path
     precision, io = options.precision, options.io
     try:
         if precision == "fp32":
@@ -112,7 +115,7 @@ def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertO
             from edgeport.convert.tflite_ranges import apply_method
 
             fallbacks = Fallbacks()
-            stats = apply_method(calibration_stats(float_path, calibration), float_path, calibration,
+            stats = apply_method(calibration_stats(calibrated, calibration), calibrated, calibration,
                                  options.calibration_method, fallbacks)
             prov["calibration_fallbacks"] = fallbacks.provenance()
             if fallbacks.reasons:
@@ -125,8 +128,8 @@ def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertO
                 def record_for(path: Path, label: str) -> ArtifactRecord:
                     return build_record(path, loaded, label, prov)
 
-                prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt, calibration, options,
-                                                     record_for, say)
+                prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt,
+                                                     calibration.at_batch(options.batch), options, record_for, say)
     except ConversionError:
         raise
     except Exception as exc:
@@ -169,7 +172,12 @@ def convert_tflite(job: Job) -> Artifact:
             f"{loaded.imgsz}, "
             f"{loaded.family}, raw {loaded.head_kind} head cut before the decode)")
         export_float(loaded, float_path, options.batch)
-        quantize(float_path, out, loaded, calibration, options, prov, say)
+        calibrated = float_path
+        if precision == "int8" and options.batch > 1:  # ranges from the batch-1 graph: the same as at batch 1
+            calibrated = Path(tmp) / "float_batch1.tflite"
+            say("tflite: calibrating on the batch-1 graph (same tensor names), then quantizing the batch-N graph")
+            export_float(loaded, calibrated, 1)
+        quantize(float_path, out, loaded, calibration, options, prov, say, calibrated)
     from edgeport.convert.tflite_ops import float_ops
 
     prov["ops_left_in_float"] = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []

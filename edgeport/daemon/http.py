@@ -224,7 +224,8 @@ def create_app(view: DaemonView, config: Http, metrics):
             return problem(504, f"no answer within the deadline of {config.batching.deadline_ms:g} ms")
         elapsed_ms = (time.monotonic() - started) * 1000
         metrics.http_request_ms.observe(elapsed_ms)
-        return JSONResponse({**detections.to_dict(), "format": found, "latency_ms": round(elapsed_ms, 2)})
+        return JSONResponse({**detections.to_dict(), "format": found,
+                             "decode_factor": getattr(placement, "factor", 1), "latency_ms": round(elapsed_ms, 2)})
 
     async def _receive_and_place(request, content_type: str):
         """((canvas, placement), format) of the upload, or the problem response that refuses it."""

@@ -134,6 +134,9 @@ class Metrics:
                                     [], buckets=(1, 2, 4, 8, 16, 32, 64))
         self.queue_wait_ms = Histogram(r, "edgeport_http_queue_wait_milliseconds",
                                        "time a decoded upload waited in the batcher's queue", [])
+        self.http_decodes = Counter(r, "edgeport_http_decodes_total",
+                                    "POST /detect images decoded, by scale factor (2, 4, 8: a large JPEG decoded "
+                                    "at 1/2, 1/4, 1/8 by libjpeg; 1: full scale)", ["factor"])
         self.model_wait_ms = Histogram(r, "edgeport_model_wait_milliseconds",
                                        "time a caller waited for its turn on the model", ["user"])
         self.fps = Gauge(r, "edgeport_fps", "frames per second over the last 5 s", ["camera"])

@@ -33,9 +33,9 @@ from edgeport.daemon.spool import Spool
 from edgeport.runtime.detections import Detections
 from edgeport.runtime.detector import Detector
 from edgeport.runtime.draw import draw
-from edgeport.runtime.image_io import decode_bytes
+from edgeport.runtime.image_io import decode_for_model
 from edgeport.runtime.options import RuntimeOptions, shared_core_threads
-from edgeport.runtime.preprocess import Letterbox
+from edgeport.runtime.preprocess import Letterbox, ReducedLetterbox
 
 log = logging.getLogger("edgeport.daemon")
 
@@ -449,9 +449,14 @@ class Daemon:
         self._model_returned()
         return self.detector.postprocess(outputs, placements)
 
-    def place_upload(self, data: bytes, max_pixels: int) -> tuple[np.ndarray, Letterbox]:
-        """Decode an upload (EXIF applied) and letterbox it: (model-size canvas, placement). Raises ImageError."""
-        return self.detector.place(decode_bytes(data, exif=True, max_pixels=max_pixels))
+    def place_upload(self, data: bytes, max_pixels: int) -> tuple[np.ndarray, Letterbox | ReducedLetterbox]:
+        """Decode an upload (EXIF applied) and letterbox it: (model-size canvas, placement). A JPEG at least
+        twice the model size is decoded at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling), as the runtime does;
+        the placement maps boxes back to the full image. Raises ImageError."""
+        pixels, reduction = decode_for_model(data, self.detector.imgsz, exif=True, max_pixels=max_pixels)
+        canvas, placement = self.detector.place(pixels)
+        self.metrics.http_decodes.inc(str(reduction.factor))
+        return canvas, (ReducedLetterbox(placement, reduction) if reduction.factor > 1 else placement)
 
     def submit_upload(self, job: Job):
         """Queue a placed upload for the model; a Future of its Detections. Raises QueueFull."""

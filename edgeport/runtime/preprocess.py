@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from edgeport.artifact import TensorSpec
+
+if TYPE_CHECKING:
+    from edgeport.runtime.image_io import Reduction
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,27 @@ class Letterbox:
         np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
         np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])
         return out
+
+
+@dataclass(frozen=True)
+class ReducedLetterbox:
+    """A Letterbox of an image decoded at reduced scale (a JPEG decoded at 1/f by libjpeg): boxes go back
+    through the letterbox to the decoded pixels, then through `reduction` (an image_io.Reduction) to the
+    full image, whose size is `source_hw`."""
+
+    letterbox: Letterbox
+    reduction: Reduction
+
+    @property
+    def source_hw(self) -> tuple[int, int]:
+        return self.reduction.original_hw
+
+    @property
+    def factor(self) -> int:
+        return self.reduction.factor
+
+    def to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        return self.reduction.to_original(self.letterbox.to_original(xyxy))
 
 
 def _geometry(height: int, width: int, size_hw: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeport.calibration import balanced_selection, build_calibration_set, describe_coverage
+from edgeport.calibration import CalibrationSet, balanced_selection, build_calibration_set, describe_coverage
 from edgeport.errors import DatasetError
 from edgeport.runtime import load_image
 from edgeport.runtime.preprocess import letterbox
@@ -91,3 +91,12 @@ def test_unusable_sources_raise_dataset_error(tmp_path):
     (tmp_path / "only" / "x.jpg").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="none of the 1"):
         build_calibration_set(tmp_path / "only", progress=False)
+
+
+def test_a_fixed_batch_gets_whole_batches_filled_with_the_first_frames():
+    frames = np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1).repeat(3, axis=3)  # frame i is all i
+    batches = list(CalibrationSet(frames, [str(i) for i in range(5)]).at_batch(4).batches("NHWC", "float32", 1.0))
+    assert [b.shape for b in batches] == [(4, 1, 1, 3), (4, 1, 1, 3)]
+    assert [int(v) for v in np.concatenate(batches)[:, 0, 0, 0]] == [0, 1, 2, 3, 4, 0, 1, 2]
+    dynamic = list(CalibrationSet(frames, []).at_batch(0).batches("NCHW"))
+    assert [b.shape for b in dynamic] == [(1, 3, 1, 1)] * 5  # a dynamic batch is calibrated one image at a time

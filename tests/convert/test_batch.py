@@ -21,11 +21,11 @@ def batched(tmp_path_factory, sample_model, onnx_artifact, tflite_artifacts) -> 
     return artifacts
 
 
-def _same(found, expected) -> None:
+def _same(found, expected, score_atol: float = 1e-4, box_atol: float = 0.05) -> None:
     assert len(found) == len(expected) > 0
     np.testing.assert_array_equal(found.class_id, expected.class_id)
-    np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=0.05)
-    np.testing.assert_allclose(found.score, expected.score, atol=1e-4)
+    np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=box_atol)
+    np.testing.assert_allclose(found.score, expected.score, atol=score_atol)
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
@@ -58,11 +58,34 @@ def test_dynamic_onnx_runs_batches_of_1_and_5(batched, val_images):
     _same(detector.detect(val_images[5]), one.detect(val_images[5]))
 
 
+@pytest.fixture(scope="module")
+def batched_int8(tmp_path_factory, sample_model, sample_data, onnx_precisions, tflite_artifacts) -> dict:
+    """int8 at batch 4 (onnx, tflite) and dynamic (onnx), calibrated on the same images as the session's
+    batch-1 int8 artifacts (their counts divide by 4: no batch is filled up), and those as references."""
+    out = tmp_path_factory.mktemp("batch_int8")
+    artifacts = {("onnx", 1): onnx_precisions["onnx", "int8"], ("tflite", 1): tflite_artifacts["int8"]}
+    for target, batch, images in (("onnx", 4, 32), ("onnx", 0, 32), ("tflite", 4, 80)):
+        options = ConvertOptions(out_dir=out, batch=batch, precision="int8", data=sample_data,
+                                 calibration_images=images, calibration_dir=out / f"calib{target}{batch}")
+        artifacts[target, batch] = convert(sample_model, target, options)
+    return artifacts
+
+
+@pytest.mark.parametrize(("target", "batch"), [("onnx", 4), ("onnx", 0), ("tflite", 4)])
+def test_int8_batched_gives_batch1_int8_detections_per_image(batched_int8, val_images, target, batch):
+    artifact = batched_int8[target, batch]
+    assert artifact.record.precision == "int8" and artifact.check["checked"] is True
+    assert artifact.record.inputs[0].shape[0] == (batch or -1)
+    detector, one = Detector(artifact.path), Detector(batched_int8[target, 1])
+    images = val_images[:5]  # batch 4: one full group and one padded
+    for found, image in zip(detector.detect_batch(images), images, strict=True):
+        _same(found, one.detect(image), score_atol=0.02, box_atol=1.0)
+
+
 @pytest.mark.parametrize(("target", "batch", "precision", "words"), [
     ("tflite", 0, "fp32", "LiteRT models have static shapes"),
     ("edgetpu", 4, "int8", "writes batch 1 only"),
     ("coreml", 0, "fp16", "writes batch 1 only"),
-    ("onnx", 4, "int8", "--int8 is not supported"),
 ])
 def test_unsupported_batch_refused_in_one_line(sample_model, tmp_path, target, batch, precision, words):
     with pytest.raises(ConversionError) as info:

@@ -102,13 +102,49 @@ def test_detect_matches_the_runtime(daemon, onnx_artifact, val_images):
     detector = Detector(onnx_artifact)
     for path in val_images[:4]:  # the first val images include one stored rotated with an EXIF tag
         status, body = post_image(daemon, path.read_bytes())
-        expected = detector.detect_rgb([detector.load(path)])[0]  # /detect decodes at full scale
+        expected = detector.detect(path)  # a 640-pixel JPEG is decoded at 1/2 scale by both
         assert status == 200 and body["image_hw"] == list(expected.image_hw)
         got = np.array([d["xyxy"] for d in body["detections"]]).reshape(-1, 4)
         assert len(got) == len(expected) and np.allclose(got, expected.xyxy, atol=0.02)
     png = cv2.imencode(".png", cv2.resize(cv2.imread(str(val_images[1])), (240, 180)))[1].tobytes()
     assert post_image(daemon, png, "image/png")[0] == 200
     assert post_image(daemon, png, "application/octet-stream")[0] == 200
+
+
+def _decodes(daemon, factor: int) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return next((s.value for f in text_string_to_metric_families(daemon.metrics_text()) for s in f.samples
+                 if s.name == "edgeport_http_decodes_total" and s.labels == {"factor": str(factor)}), 0.0)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N, 4) with every box in b (M, 4), xyxy."""
+    lo, hi = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def test_large_jpeg_upload_is_decoded_at_reduced_scale_with_full_scale_boxes(daemon, onnx_artifact, val_images):
+    detector = Detector(onnx_artifact)
+    image = cv2.resize(cv2.imread(str(val_images[2])), None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()  # 4x the 320 model input
+    before = _decodes(daemon, 4)
+    status, body = post_image(daemon, jpeg)
+    assert status == 200 and body["decode_factor"] == 4 and _decodes(daemon, 4) == before + 1
+    assert body["image_hw"] == list(image.shape[:2])  # boxes in the uploaded image's own pixels
+    got = np.array([d["xyxy"] for d in body["detections"]]).reshape(-1, 4)
+    classes = [d["class_id"] for d in body["detections"]]
+    expected = detector.detect(jpeg)  # the runtime's own reduced-scale path: the same answer
+    assert len(got) == len(expected) > 0 and np.allclose(got, expected.xyxy, atol=0.02)
+    full = detector.detect_rgb([detector.load(jpeg)])[0]  # decoded at full scale: the same objects
+    confident = full.score > 0.5
+    assert confident.any()
+    overlap = _iou(full.xyxy[confident], got)
+    best = overlap.argmax(axis=1)
+    assert (overlap.max(axis=1) > 0.85).all()
+    assert [classes[i] for i in best] == full.class_id[confident].tolist()
 
 
 def test_detect_honours_exif_orientation(daemon, val_images):

@@ -218,7 +218,7 @@ def test_concurrent_uploads_share_invokes_and_get_their_own_answers(plain, val_i
     assert batches < 8 and sizes.count("http-batcher") == 8  # fewer turns than uploads; batch-1 model: per image
     detector = Detector(plain.detector.path)
     for path, (_, _, body) in zip(val_images[:8], answers):
-        expected = detector.detect_rgb([detector.load(path)])[0]  # /detect decodes at full scale
+        expected = detector.detect(path)  # /detect decodes as the runtime does (640-pixel JPEGs at 1/2 scale)
         got = np.array([d["xyxy"] for d in body["detections"]]).reshape(-1, 4)
         assert len(got) == len(expected) and np.allclose(got, expected.xyxy, atol=0.02)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
+import urllib.request
 
-from daemon_support import wait_for
+from daemon_support import DAEMON_PROCESS, free_port, wait_for
 from test_mqtt import Subscriber
 
 from edgeport.daemon.config import Mqtt
@@ -62,3 +65,62 @@ def test_events_survive_id_reuse_with_a_frozen_broker(tmp_path, broker):
     assert list(dict.fromkeys(seqs)) == [1, 2, 3, 4, 5, 6]
     assert link.metrics.published.value("events") == 6
     assert not link._awaiting, "acknowledged ids are forgotten"
+
+
+class _DaemonProcess:
+    """A real daemon in its own process (tests/daemon_support.DAEMON_PROCESS), talked to on stdin and HTTP."""
+
+    def __init__(self, config: str, port: int) -> None:
+        self.port = port
+        self.child = subprocess.Popen([sys.executable, "-c", DAEMON_PROCESS, config], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+        assert self.child.stdout.readline().strip() == "ready"
+
+    def paho_mid(self, move_to: int | None = None) -> int:
+        """paho's last message id in the daemon (moved to `move_to` when given)."""
+        self.child.stdin.write(f"paho_mid {'' if move_to is None else move_to}\n")
+        self.child.stdin.flush()
+        return int(self.child.stdout.readline().split()[1])
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        if self.child.poll() is None:
+            self.child.communicate("stop\n", timeout=60)
+
+
+def test_daemon_delivers_every_spooled_event_once_across_the_id_wrap(tmp_path, broker, onnx_artifact, camera_video):
+    subscriber = Subscriber(broker.port, topic="edgeport/+/events", client_id="wrap-subscriber")
+    port = free_port()
+    daemon = _DaemonProcess(f"""
+model: {onnx_artifact}
+cameras: [{{id: yard, source: {camera_video}, loop: true, fps: 10}}]
+state_dir: {tmp_path / "state"}
+mqtt: {{port: {broker.port}, keepalive: 60}}
+http: {{port: {port}}}
+events: {{min_hits: 1, max_misses: 1}}
+""", port)
+    try:
+        wait_for(lambda: len(subscriber.on("/events")) >= 2, timeout=60, what="first events")
+        daemon.paho_mid(65_535 - 15)  # a few publishes short of the wrap (a QoS 0 detection takes an id too)
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: daemon.paho_mid() < 1000, timeout=30, what="paho's ids past 65,535")
+            wait_for(lambda: daemon.health()["mqtt"]["queued_events"] >= 3, timeout=30,
+                     what="events spooled while the broker is frozen")
+            time.sleep(1.0)  # with ids taken as acknowledged, the spool would empty here
+            frozen = daemon.health()["mqtt"]
+            assert frozen["queued_events"] >= 3, "events left the spool without a PUBACK"
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: daemon.health()["mqtt"]["queued_events"] == 0, timeout=60, what="spool drained")
+    finally:
+        daemon.stop()
+        time.sleep(0.5)  # the last PUBLISH reaches the subscriber
+        subscriber.close()
+    seqs = [json.loads(p)["seq"] for p in subscriber.on("/events")]
+    assert len(seqs) >= 2 + frozen["queued_events"]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1)), "an event was lost or delivered twice"
+    assert daemon.child.returncode == 0
