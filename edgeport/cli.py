@@ -62,7 +62,8 @@ def _convert_options(args: argparse.Namespace, command: str, precision: str = "f
                           io=getattr(args, "io", "uint8"), data=args.data, calibration_images=args.calibration_images,
                           calibration_dir=getattr(args, "calibration_dir", None) or args.out / "calib",
                           calibration_method=getattr(args, "calibration_method", None),
-                          check=getattr(args, "check", True), batch=_batch(args))
+                          check=getattr(args, "check", True), batch=_batch(args),
+                          platform=getattr(args, "platform", "rk3588"))
 
 
 def convert_many_and_report(model: Path, names: list[str], args: argparse.Namespace, command: str) -> int:
@@ -100,14 +101,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "dynamic" if args.dynamic else "fp32"
     # coreml: --int8-weights, --w8a8, --palettize; fp16 when no precision flag is given
     precision = ("int8w" if args.int8_weights else "w8a8" if args.w8a8 else "palette6" if args.palettize
-                 else "fp16" if args.target == "coreml" and precision == "fp32" else precision)
+                 else "fp16" if args.target == "coreml" and precision == "fp32"
+                 else "int8" if args.target == "rknn" and precision == "fp32" else precision)
     options = ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset, name=args.name,
                              command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say, precision=precision,
                              io=args.io, data=args.data, calibration_images=args.calibration_images,
                              calibration_dir=args.calibration_dir, calibration_method=args.calibration_method,
                              max_drop=args.max_drop, fallback=args.fallback, ort_web_dir=args.ort_web_dir,
                              ort_format=args.ort_format, nms=args.nms, nms_iou=args.nms_iou, nms_conf=args.nms_conf,
-                             check=args.check, batch=_batch(args))
+                             check=args.check, batch=_batch(args), platform=args.platform)
     artifact = convert(args.model, args.target, options)
     print(artifact.path)
     for extra in artifact.extra_files:
@@ -397,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coreml: also write <name>_nms.mlpackage, a pipeline with NonMaximumSuppression for Vision")
     p.add_argument("--nms-iou", type=float, default=0.45, help="coreml --nms: default IoU threshold (0.45)")
     p.add_argument("--nms-conf", type=float, default=0.25, help="coreml --nms: default confidence threshold (0.25)")
+    p.add_argument("--platform", default="rk3588", metavar="SOC",
+                   help="rknn: the Rockchip SoC to build for (default rk3588; rk3576, rk3568, rk3566, rk3562, rv1106...)")
     p.add_argument("--io", choices=("uint8", "int8", "float"), default="uint8",
                    help="int8 input/output type (default uint8: camera frames go in without a float pass)")
     p.add_argument("--data", type=Path, default=None,
