@@ -2,14 +2,17 @@
 # Make the isolated venv of the RKNN target (rknn-toolkit2: converter and x86 simulator), idempotently.
 #   scripts/rknn-venv.sh [VENV]     default: $EDGEPORT_RKNN_VENV or ~/.cache/edgeport/rknn-venv
 # rknn-toolkit2 2.5.0 pins numpy<=1.26.4, onnx<=1.18, protobuf<=4.25.4 and torch<=2.4, which cannot live beside
-# edgeport's own packages, so it gets its own venv (pip and PyPI only). The toolkit is installed with --no-deps
-# and its requirements one by one, leaving torch out: edgeport converts from ONNX, and its worker stands a
-# placeholder in for the `import torch` the toolkit does at import time (edgeport/convert/rknn_worker.py).
+# edgeport's own packages, so it gets its own venv (pip only). The toolkit is installed with --no-deps and its
+# requirements one by one. torch: PyPI's Linux torch is a multi-GB CUDA build, so a CPU build is installed when
+# pip finds one (RKNN_TORCH, default torch==2.13.0+cpu); the toolkit computes a few graph rewrites with it (YOLO26's
+# attention needs it). Without one, edgeport's worker stands a placeholder in for the toolkit's `import torch`
+# and YOLOv8-style graphs still convert (edgeport/convert/rknn_worker.py).
 set -euo pipefail
 venv="${1:-${EDGEPORT_RKNN_VENV:-$HOME/.cache/edgeport/rknn-venv}}"
 toolkit="rknn-toolkit2==2.5.0"
 python="${PYTHON:-python3}"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('rknn-toolkit2') != '2.5.0')" 2>/dev/null; then
+marker="$venv/.edgeport-rknn-venv"
+if [ -x "$venv/bin/python" ] && [ "$(cat "$marker" 2>/dev/null)" = "$toolkit" ]; then
   echo "rknn-venv: $venv already holds $toolkit"
   exit 0
 fi
@@ -22,4 +25,11 @@ echo "rknn-venv: creating $venv"
   "psutil>=5.9.0" "ruamel.yaml>=0.17.21" "scipy>=1.9.3" "tqdm>=4.64.1" "opencv-python-headless>=4.5.5.64,<4.11" \
   "fast-histogram>=0.11"
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps "$toolkit"
-echo "rknn-venv: ready: $venv ($toolkit, without torch)"
+torch_spec="${RKNN_TORCH:-torch==2.13.0+cpu}"
+if "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --only-binary :all: "$torch_spec" 2>/dev/null; then
+  "$venv/bin/pip" install -q --disable-pip-version-check typing-extensions sympy filelock networkx jinja2 fsspec
+else
+  echo "rknn-venv: no CPU torch ($torch_spec) found: the toolkit runs without torch (YOLO26's attention will not convert)" >&2
+fi
+echo "$toolkit" > "$marker"
+echo "rknn-venv: ready: $venv ($toolkit)"

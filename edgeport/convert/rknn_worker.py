@@ -82,11 +82,54 @@ def import_rknn():
         sys.meta_path.insert(0, _TorchFinder())
     from rknn.api import RKNN
 
+    _guard_sdpa_rule()
     return RKNN
 
 
+SDPA_RULE = "_p_fuse_exmatmul_add_mul_exsoftmax13_exmatmul_to_sdpa"
+SDPA_SKIPPED: list[str] = []
+
+
+def _guard_sdpa_rule() -> None:
+    """rknn-toolkit2 2.5.0's rule that fuses MatMul-Softmax-MatMul into one attention op raises IndexError on
+    Ultralytics' attention blocks (YOLO11/12/26: Softmax, then Transpose, then MatMul) and stops the build.
+    Let the rule answer "no match" there instead (its own no-match value), so the block stays unfused ops."""
+    import gc
+
+    try:
+        import rknn.api.rules.matmul as rules
+    except ImportError:
+        return
+    rule = getattr(rules, SDPA_RULE, None)
+    for holder in gc.get_referrers(rule) if rule is not None else ():
+        if isinstance(holder, dict) and holder.get("proc") is rule:
+            def guarded(*args, _rule=rule, **kwargs):
+                try:
+                    return _rule(*args, **kwargs)
+                except IndexError:
+                    SDPA_SKIPPED.append(SDPA_RULE)
+                    return [], []
+            holder["proc"] = guarded
+
+
+_OUT: list[BinaryIO] = []  # this process's real stdout, once `own_stdout` moved fd 1 to stderr
+
+
+def own_stdout() -> BinaryIO:
+    """Keep fd 1 for edgeport's own output: the toolkit (its C++ too) prints on stdout, so fd 1 becomes stderr
+    and the returned stream is the original stdout (progress lines, or the simulator's pipe)."""
+    if not _OUT:
+        sys.stdout.flush()
+        _OUT.append(os.fdopen(os.dup(1), "wb"))
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+    return _OUT[0]
+
+
 def say(line: str) -> None:
-    print(line, flush=True)
+    out = own_stdout()
+    out.write((line + "\n").encode())
+    out.flush()
 
 
 # --- conversion ---------------------------------------------------------------------------------
@@ -153,6 +196,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         what = "int8 (w8a8), calibrating" if job["precision"] == "int8" else "fp16 (no quantization)"
         say(f"rknn: building for {job['platform']} with rknn-toolkit2 {version}: {what}")
         rknn = build_session(RKNN, job, Path(tmp))
+        if SDPA_SKIPPED:
+            say("rknn: attention blocks left unfused (the toolkit's SDPA fusion rule fails on them)")
         _check(rknn.export_rknn(job["out"]), "export_rknn")
         say(f"rknn: wrote {job['out']}")
         write_bundle(Path(job["bundle"]), job, Path(tmp))
@@ -160,7 +205,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         frame = np.zeros((1, job["imgsz"], job["imgsz"], 3), np.uint8)
         outputs = rknn.inference(inputs=[frame], data_format="nhwc")
         rknn.release()
-    return {"toolkit_version": version,
+    return {"toolkit_version": version, "attention_unfused": bool(SDPA_SKIPPED),
             "outputs": [{"shape": list(o.shape), "dtype": str(o.dtype)} for o in outputs]}
 
 
@@ -189,9 +234,8 @@ def write_array(stream: BinaryIO, array: np.ndarray) -> None:
 def simulate(bundle: Path) -> int:
     """Rebuild the bundle's model in the simulator, then for each (B, H, W, 3) uint8 batch read on stdin write
     a count and the outputs (float32) of each image to stdout. A line on stderr says when it is ready."""
+    sink, source = own_stdout(), sys.stdin.buffer  # the pipe carries arrays only; the toolkit prints to stderr
     RKNN = import_rknn()
-    source, sink = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # the toolkit prints; the pipe carries arrays only
     with tempfile.TemporaryDirectory(prefix="edgeport-rknnsim-") as tmp, zipfile.ZipFile(bundle) as archive:
         archive.extractall(tmp)
         settings = json.loads((Path(tmp) / "settings.json").read_text())
@@ -224,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     if len(argv) == 2 and argv[0] == "convert":
         job = json.loads(Path(argv[1]).read_text())
+        own_stdout()
         try:
             result = run_job(job)
         except Exception as exc:  # one line back to the parent, which raises ConversionError with it
