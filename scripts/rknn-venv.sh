@@ -23,7 +23,7 @@ echo "rknn-venv: creating $venv"
 "$venv/bin/pip" install -q --disable-pip-version-check \
   "numpy>=1.23,<=1.26.4" "onnx>=1.16.1,<=1.18.0" "onnxruntime>=1.17.0,<1.20" "protobuf>=4.21.6,<=4.25.4" \
   "psutil>=5.9.0" "ruamel.yaml>=0.17.21" "scipy>=1.9.3" "tqdm>=4.64.1" "opencv-python-headless>=4.5.5.64,<4.11" \
-  "fast-histogram>=0.11"
+  "fast-histogram>=0.11" "setuptools>=77"
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps "$toolkit"
 torch_spec="${RKNN_TORCH:-torch==2.13.0+cpu}"
 if "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --only-binary :all: "$torch_spec" 2>/dev/null; then
