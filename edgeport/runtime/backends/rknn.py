@@ -24,14 +24,15 @@ class RknnLiteMissingError(BackendError):
     """rknn-toolkit-lite2 is not installed (it exists for the Rockchip board only)."""
 
 
-def rknnlite_class() -> type:
-    """rknnlite.api.RKNNLite; raises RknnLiteMissingError off the board."""
+def rknnlite_class(path: Path) -> type:
+    """rknnlite.api.RKNNLite; raises RknnLiteMissingError off the board, naming the simulator bundle of `path`."""
     try:
         from rknnlite.api import RKNNLite
     except ImportError as exc:
         raise RknnLiteMissingError(
-            "rknn-toolkit-lite2 (rknnlite) is not installed: a .rknn runs on the Rockchip board, with Rockchip's "
-            "aarch64 wheel of rknn-toolkit-lite2; on x86 the report measures its .rknnsim in the simulator") from exc
+            f"{path.name}: rknn-toolkit-lite2 (rknnlite) is not installed: a .rknn runs on the Rockchip board with "
+            f"Rockchip's aarch64 wheel of it; on x86 run the simulator instead: edgeport evaluate "
+            f"{path.with_suffix('.rknnsim').name} (edgeport report does it for you)") from exc
     return RKNNLite
 
 
@@ -51,7 +52,7 @@ class RknnBackend(Backend):
             raise MetadataMissingError(f"{path}: no edgeport record beside it ({self.path.stem}.edgeport.json); "
                                        "convert with `edgeport convert MODEL --target rknn`")
         self._inputs, self._outputs = list(record.inputs), list(record.outputs)
-        runtime_class = runtime_class or rknnlite_class()
+        runtime_class = runtime_class or rknnlite_class(self.path)
         self._runtime = runtime_class()
         if self._runtime.load_rknn(str(self.path)) != 0:
             raise CorruptModelError(f"{path}: RKNNLite cannot load this model")
