@@ -72,14 +72,19 @@ def test_quickstart_converts_to_every_target_and_ends_with_the_report(tmp_path):
     rows = written["rows"]
     assert rows[0]["target"] == "onnx" and rows[0]["precision"] == "fp32" and rows[0]["drop_map50_95"] == 0.0
     # `convert --target all`: each target's default artifact plus its integer variant (calibration given);
-    # the Edge TPU target's int8 model is the tflite int8 row, with its Edge TPU mapping
+    # the Edge TPU target's int8 model is the tflite int8 row, with its Edge TPU mapping; rknn when its venv exists
+    from edgeport.runtime.backends.rknn_sim import RknnSimulatorBackend
+
+    rknn = RknnSimulatorBackend.available()
     assert {(row["target"], row["precision"]) for row in rows} == {
         ("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"), ("onnx-web", "fp32"),
-        ("onnx-web", "int8"), ("tensorrt", "fp16"), ("tensorrt", "int8"), ("coreml", "fp16"), ("coreml", "int8w")}
+        ("onnx-web", "int8"), ("tensorrt", "fp16"), ("tensorrt", "int8"), ("coreml", "fp16"), ("coreml", "int8w"),
+        *([("rknn", "int8")] if rknn else [])}
     tpu = next(row for row in rows if row["target"] == "tflite" and row["precision"] == "int8")
     assert tpu["edgetpu"].startswith(("260/260", "251/251")) and tpu["family"] == "yolov8, dfl head"
     assert "check: agrees with the float model" in out.stderr
-    assert "skipped" not in out.stderr
+    assert "skipped" not in out.stderr or (not rknn and out.stderr.count("skipped") == 1
+                                            and "skipped rknn int8: rknn-toolkit2's isolated venv" in out.stderr)
     for row in rows:
         for key in ("artifact", "target", "precision", "size_bytes", "map50_95", "map50", "drop_map50_95",
                     "latency_ms_p50", "measured_on"):
@@ -89,7 +94,7 @@ def test_quickstart_converts_to_every_target_and_ends_with_the_report(tmp_path):
         assert set(row["robustness"]) == {"noise", "blur", "jpeg30", "bright+40", "bright-40", "fgsm"}
         assert row["robustness"]["fgsm"]["map50_95"] is not None  # gradients from the bundled .pt
         # engines this host cannot build or run are measured through their labelled proxies, without latency
-        proxied = row["target"] in ("tensorrt", "coreml")
+        proxied = row["target"] in ("tensorrt", "coreml", "rknn")
         assert (row["status"] == "proxy") == proxied and (row["latency_ms_p50"] is None) == proxied
         assert bool(row["proxy"]) == proxied
     web = next(row for row in rows if row["target"] == "onnx-web")

@@ -26,6 +26,10 @@ DEFAULT_PLATFORM = "rk3588"
 # what rknn-toolkit2 2.5.0's config(target_platform=...) accepts
 PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1103", "rv1103b", "rv1106", "rv1106b",
              "rv1126b", "rk2118")
+# --calibration-method -> rknn-toolkit2's quantized_algorithm, and how the record describes it
+ALGORITHMS = {"minmax": "normal", "entropy": "kl_divergence"}
+ALGORITHM_TEXT = {"normal": "minmax per tensor (rknn-toolkit2 'normal')",
+                  "kl_divergence": "KL divergence (rknn-toolkit2 'kl_divergence')"}
 SIMULATOR_LABEL = ("simulator (x86): rknn-toolkit2's simulator running the same build (graph and int8 ranges "
                    "from the .rknnsim beside the .rknn), not the NPU")
 FP16_SIMULATOR_LABEL = "simulator (x86): rknn-toolkit2's simulator running the same fp16 build, not the NPU"
@@ -43,9 +47,9 @@ def check_options(source: Path, options: ConvertOptions) -> str:
     if options.precision == "int8" and options.data is None:
         raise ConversionError("rknn: int8 calibrates on representative images: pass --data DATA.yaml, an image "
                               "folder or a video (or --fp16)")
-    if options.calibration_method not in (None, "minmax"):
-        raise ConversionError(f"rknn: calibration method {options.calibration_method!r} is not available; the "
-                              "toolkit's 'normal' algorithm calibrates minmax ranges")
+    if (options.calibration_method or "minmax") not in ALGORITHMS:
+        raise ConversionError(f"rknn: calibration method {options.calibration_method!r} is not available; choose "
+                              f"{' or '.join(ALGORITHMS)} (the toolkit's {' / '.join(ALGORITHMS.values())})")
     if source.suffix.lower() != ".pt":
         raise UnsupportedModelError(f"{source}: the rknn target converts from the Ultralytics .pt (PyTorch) model")
     if options.batch != 1:
@@ -103,7 +107,8 @@ def run_worker(job_path: Path, say, stderr_path: Path) -> dict[str, Any]:
     result_path = Path(json.loads(job_path.read_text())["result"])
     if code != 0 or not result_path.is_file():
         tail = [line for line in stderr_path.read_text(errors="replace").splitlines() if line.strip()][-2:]
-        raise ConversionError(f"rknn: the rknn-toolkit2 process failed (exit {code}): {' | '.join(tail) or 'no output'}")
+        raise ConversionError(f"rknn: the rknn-toolkit2 process failed (exit {code}): "
+                              f"{' | '.join(tail) or 'no output'}")
     result = json.loads(result_path.read_text())
     if "error" in result:
         raise ConversionError(f"rknn: {result['error']}")
@@ -127,7 +132,8 @@ def build_record(loaded, platform: str, precision: str, outputs: list[dict], pro
         target="rknn", precision=precision, provenance={**prov, "platform": platform, "head": loaded.describe()})
 
 
-def _calibrate(options: ConvertOptions, size: int, folder: Path, say) -> tuple[Path, dict[str, Any]]:
+def _calibrate(options: ConvertOptions, size: int, folder: Path, say,
+               algorithm: str) -> tuple[Path, dict[str, Any]]:
     from edgeport.calibration import build_calibration_set, describe_coverage
 
     calibration = build_calibration_set(options.data, imgsz=size, n=options.calibration_images,
@@ -135,7 +141,7 @@ def _calibrate(options: ConvertOptions, size: int, folder: Path, say) -> tuple[P
     say(describe_coverage(calibration))
     return write_dataset(calibration.frames, folder), {
         "calibration_sha256": calibration.sha256, "calibration_images": len(calibration),
-        "calibration_method": "minmax per tensor (rknn-toolkit2 'normal' algorithm), asymmetric int8 activations"}
+        "calibration_method": f"{ALGORITHM_TEXT[algorithm]}, asymmetric int8 activations"}
 
 
 def convert_rknn(source: Path, options: ConvertOptions) -> Artifact:
@@ -147,6 +153,7 @@ def convert_rknn(source: Path, options: ConvertOptions) -> Artifact:
     venv_python()  # a missing venv fails here, before any work
     say = options.progress or (lambda line: None)
     out, bundle = artifact_paths(source, options, platform)
+    algorithm = ALGORITHMS[options.calibration_method or "minmax"]
     loaded = load_source(source, options.imgsz)
     if loaded.attention:
         say("rknn: the model has attention blocks; the toolkit maps them to NPU ops where it can")
@@ -159,10 +166,10 @@ def convert_rknn(source: Path, options: ConvertOptions) -> Artifact:
         prov = provenance(source, options.command)
         job: dict[str, Any] = {"onnx": str(onnx_path), "out": str(out.resolve()), "bundle": str(bundle.resolve()),
                                "platform": platform, "precision": options.precision, "imgsz": loaded.imgsz,
-                               "quantized_dtype": "w8a8", "quantized_algorithm": "normal",
+                               "quantized_dtype": "w8a8", "quantized_algorithm": algorithm,
                                "result": str(work / "result.json"), "dataset": None}
         if options.precision == "int8":
-            dataset, calibration = _calibrate(options, loaded.imgsz, work, say)
+            dataset, calibration = _calibrate(options, loaded.imgsz, work, say, algorithm)
             job["dataset"] = str(dataset)
             prov = {**provenance(source, options.command, calibration["calibration_sha256"]), **calibration}
         job_path = work / "job.json"

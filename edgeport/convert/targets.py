@@ -61,7 +61,7 @@ REGISTRY: tuple[Target, ...] = (
                                                                      needs_data=True),
             Precision("palette6", "6-bit palettized weights")), "fp16", "int8w", extra="coreml"),
     # rknn-toolkit2 runs in its own venv (scripts/rknn-venv.sh); without it `--target all` skips rknn, saying so
-    Target("rknn", "edgeport.convert.rknn_target:convert_rknn", (INT8, FP16), "int8", None, ("minmax",),
+    Target("rknn", "edgeport.convert.rknn_target:convert_rknn", (INT8, FP16), "int8", None, ("minmax", "entropy"),
            extra="rknn"),
 )
 BY_NAME: dict[str, Target] = {t.name: t for t in REGISTRY}

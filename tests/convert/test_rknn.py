@@ -16,7 +16,7 @@ import yaml
 from edgeport.artifact import read_sidecar
 from edgeport.convert import ConvertOptions, convert
 from edgeport.errors import ConversionError, MissingDependencyError
-from tests.rknn_support import rknn_int8
+from rknn_support import rknn_int8
 
 
 @pytest.fixture(scope="module")

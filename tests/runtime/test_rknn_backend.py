@@ -9,7 +9,7 @@ import pytest
 from edgeport.errors import BackendError, CorruptModelError, MetadataMissingError
 from edgeport.runtime import Detector
 from edgeport.runtime.backends.rknn_sim import RknnSimulatorBackend
-from tests.rknn_support import rknn_int8
+from rknn_support import rknn_int8
 
 
 @pytest.fixture(scope="module")
