@@ -115,7 +115,12 @@ def test_unknown_platform_refused_in_one_line(tmp_path, sample_model, sample_dat
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("precision, message", [("int8", "pass --data"), ("fp32", "--int8 (default")])
-def test_precision_refusals_before_work(tmp_path, sample_model, precision, message):
+@pytest.mark.parametrize("precision, method, message", [
+    ("int8", None, "pass --data"), ("fp32", None, "--int8 (default"),
+    ("int8", "percentile", "'percentile' is not available; choose minmax or entropy")])
+def test_option_refusals_before_work(tmp_path, sample_model, sample_data, precision, method, message):
+    data = sample_data if method else None
     with pytest.raises(ConversionError, match=message.replace("(", r"\(")):
-        convert(sample_model, "rknn", ConvertOptions(out_dir=tmp_path, precision=precision))
+        convert(sample_model, "rknn", ConvertOptions(out_dir=tmp_path, precision=precision, data=data,
+                                                     calibration_method=method))
+    assert not list(tmp_path.iterdir())
