@@ -36,7 +36,6 @@ class RknnSimulatorBackend(Backend):
     """A `.rknnsim` bundle in rknn-toolkit2's simulator, in the isolated venv, over a pipe."""
 
     name = "rknn-sim"
-    label = "simulator (x86)"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         super().__init__(path, threads)
