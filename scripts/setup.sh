@@ -28,6 +28,16 @@ fi
 echo "setup: pip install -e '.[dev]'"
 .venv/bin/pip install -q -e '.[dev]'
 
+# rknn-toolkit2 (the rknn target's converter and x86 simulator) in its own venv, ~/.cache/edgeport/rknn-venv:
+# its numpy/onnx/protobuf pins cannot live in .venv. About a minute once; EDGEPORT_SKIP_RKNN=1 leaves it out
+# (the rknn tests then skip, and fail under CI=true).
+if [ "${EDGEPORT_SKIP_RKNN:-}" = 1 ]; then
+  echo "setup: EDGEPORT_SKIP_RKNN=1: no rknn-toolkit2 venv"
+else
+  echo "setup: rknn-toolkit2's venv (scripts/rknn-venv.sh)"
+  scripts/rknn-venv.sh || echo "setup: no rknn-toolkit2 venv (see above): the rknn tests skip, or fail under CI" >&2
+fi
+
 # The emulated Raspberry Pi of the tests marked arm64: an arm64 Debian 12 rootfs (debootstrap + qemu-user-static,
 # about 5 minutes once, cached in ~/.cache/edgeport/pi-rootfs) with this tree's edgeport[tflite,onnx,daemon]
 # installed from wheels only. Needs root or passwordless sudo; EDGEPORT_SKIP_PI=1 leaves it out. Without it the

@@ -38,6 +38,7 @@ class ConvertOptions:
     nms_conf: float = 0.25  # coreml --nms: the pipeline's default confidence threshold
     check: bool = True  # run the written artifact against its float source before reporting success
     batch: int = 1  # images per invoke baked into the artifact; 0: a dynamic batch dimension (onnx only)
+    platform: str = "rk3588"  # rknn: the Rockchip SoC the .rknn is built for
 
 
 @dataclass(frozen=True)

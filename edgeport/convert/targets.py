@@ -93,6 +93,9 @@ COREML_OPTIONS = (
     Option("--nms-iou", "nms_iou", "coreml --nms: default IoU threshold (0.45)", (("type", float), ("default", 0.45))),
     Option("--nms-conf", "nms_conf", "coreml --nms: default confidence threshold (0.25)",
            (("type", float), ("default", 0.25))))
+RKNN_OPTIONS = (
+    Option("--platform", "platform", "rknn: the Rockchip SoC to build for (default rk3588; rk3576, rk3568, rk3566, "
+           "rk3562, rv1103, rv1106, ...)", (("default", "rk3588"),)),)
 
 REGISTRY: tuple[Target, ...] = (
     Target("onnx", "edgeport.convert.onnx_target:convert_onnx", (FP32, FP16, INT8), "fp32", "int8", ORT_METHODS,
@@ -117,6 +120,11 @@ REGISTRY: tuple[Target, ...] = (
                       needs_data=True, flag="--w8a8"),
             Precision("palette6", "6-bit palettized weights, fp16 compute", flag="--palettize")), "fp16", "int8w",
            extra="coreml", options=COREML_OPTIONS),
+    # rknn-toolkit2 runs in its own venv (scripts/rknn-venv.sh); without it `--target all` skips rknn, saying so
+    Target("rknn", "edgeport.convert.rknn_target:convert_rknn",
+           (Precision("int8", "int8 quantized by rknn-toolkit2, calibrated on --data", needs_data=True, flag="--int8"),
+            Precision("fp16", "float16 on the NPU (no quantization)", flag="--fp16")), "int8", None,
+           ("minmax", "entropy"), extra="rknn", options=RKNN_OPTIONS),
 )
 BY_NAME: dict[str, Target] = {t.name: t for t in REGISTRY}
 

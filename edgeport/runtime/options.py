@@ -14,7 +14,7 @@ from typing import Any
 from edgeport.errors import BackendError
 
 # which backends take which option (the name of the backend's own constructor argument)
-DEVICE_ARGUMENT = {"edgetpu": "device", "coreml": "compute_units"}
+DEVICE_ARGUMENT = {"edgetpu": "device", "coreml": "compute_units", "rknn": "core_mask"}
 
 
 def shared_core_threads() -> int:

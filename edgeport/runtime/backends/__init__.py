@@ -15,6 +15,8 @@ REGISTRY: dict[str, str] = {
     "edgetpu": "edgeport.runtime.backends.edgetpu:EdgeTpuBackend",
     "tensorrt": "edgeport.runtime.backends.tensorrt:TensorRTBackend",
     "coreml": "edgeport.runtime.backends.coreml:CoreMLBackend",
+    "rknn": "edgeport.runtime.backends.rknn:RknnBackend",  # on the Rockchip board (rknn-toolkit-lite2)
+    "rknn-sim": "edgeport.runtime.backends.rknn_sim:RknnSimulatorBackend",  # rknn-toolkit2's x86 simulator
 }
 # file-name ending -> backend names in order of preference; the longest matching ending wins
 BY_SUFFIX: dict[str, tuple[str, ...]] = {
@@ -25,6 +27,8 @@ BY_SUFFIX: dict[str, tuple[str, ...]] = {
     ".plan": ("tensorrt",),
     ".mlpackage": ("coreml",),  # a directory
     ".mlmodel": ("coreml",),
+    ".rknn": ("rknn",),
+    ".rknnsim": ("rknn-sim",),  # the simulator bundle written beside each .rknn
 }
 
 
