@@ -96,10 +96,10 @@ def test_missing_venv_is_one_line_naming_the_script(monkeypatch, tmp_path, sampl
 
 
 def test_target_all_skips_rknn_without_venv(monkeypatch, tmp_path, sample_model, sample_data):
-    from edgeport.convert.targets import convert_many
+    from edgeport.convert import Job
 
     monkeypatch.setenv("EDGEPORT_RKNN_VENV", str(tmp_path / "absent"))
-    result = convert_many(sample_model, ["rknn"], ConvertOptions(out_dir=tmp_path, data=sample_data), lambda _: None)
+    result = Job.of(sample_model, ConvertOptions(out_dir=tmp_path, data=sample_data)).run_many(["rknn"])
     assert [(name, precision) for name, precision, _ in result.skipped] == [("rknn", "int8")]
     assert "scripts/rknn-venv.sh" in result.skipped[0][2] and not result.failed
 
