@@ -98,9 +98,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         return convert_many_and_report(args.model, names, args, shlex.join(["edgeport", *sys.argv[1:]]))
     args.target = names[0]
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "dynamic" if args.dynamic else "fp32"
-    # coreml: --int8-weights, --w8a8, --palettize; fp16 when no precision flag is given
+    # coreml: --int8-weights, --w8a8, --palettize; coreml and ncnn: fp16 when no precision flag is given
     precision = ("int8w" if args.int8_weights else "w8a8" if args.w8a8 else "palette6" if args.palettize
-                 else "fp16" if args.target == "coreml" and precision == "fp32" else precision)
+                 else "fp16" if args.target in ("coreml", "ncnn") and precision == "fp32" and not args.fp32
+                 else precision)
     options = ConvertOptions(out_dir=args.out, imgsz=args.imgsz, opset=args.opset, name=args.name,
                              command=shlex.join(["edgeport", *sys.argv[1:]]), progress=_say, precision=precision,
                              io=args.io, data=args.data, calibration_images=args.calibration_images,
@@ -381,9 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per invoke baked into the artifact (default 1); onnx, tflite: a fixed N (the "
                    "runtime pads the last group); onnx only: 'dynamic' (any batch size)")
     precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp32", action="store_true",
+                           help="float32 (the default of onnx and tflite); ncnn: keep float32 weight storage")
     precision.add_argument("--fp16", action="store_true",
                            help="tflite: float16 weights; onnx, tensorrt: float16 weights and compute, float32 I/O; "
-                           "coreml: fp16 compute (its default)")
+                           "coreml: fp16 compute (its default); ncnn: float16 weight storage (its default)")
     precision.add_argument("--dynamic", action="store_true", help="tflite: dynamic-range int8 (int8 weights)")
     precision.add_argument("--int8", action="store_true",
                            help="tflite: full-integer int8; onnx, tensorrt: static int8 QDQ (decode in float); "

@@ -60,6 +60,9 @@ REGISTRY: tuple[Target, ...] = (
            (FP16, FP32, Precision("int8w", "int8 weights"), Precision("w8a8", "int8 weights and activations",
                                                                      needs_data=True),
             Precision("palette6", "6-bit palettized weights")), "fp16", "int8w", extra="coreml"),
+    Target("ncnn", "edgeport.convert.ncnn_target:convert_ncnn",
+           (Precision("fp16", "float16 weight storage (NCNN's default; fp16 compute where the CPU has it)"), FP32),
+           "fp16"),
 )
 BY_NAME: dict[str, Target] = {t.name: t for t in REGISTRY}
 

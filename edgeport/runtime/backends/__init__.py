@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "edgetpu": "edgeport.runtime.backends.edgetpu:EdgeTpuBackend",
     "tensorrt": "edgeport.runtime.backends.tensorrt:TensorRTBackend",
     "coreml": "edgeport.runtime.backends.coreml:CoreMLBackend",
+    "ncnn": "edgeport.runtime.backends.ncnn:NcnnBackend",
 }
 # file-name ending -> backend names in order of preference; the longest matching ending wins
 BY_SUFFIX: dict[str, tuple[str, ...]] = {
@@ -25,6 +26,8 @@ BY_SUFFIX: dict[str, tuple[str, ...]] = {
     ".plan": ("tensorrt",),
     ".mlpackage": ("coreml",),  # a directory
     ".mlmodel": ("coreml",),
+    "_ncnn_model": ("ncnn",),  # a directory: model.ncnn.param + model.ncnn.bin
+    ".param": ("ncnn",),  # the param file inside that directory
 }
 
 
