@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -76,6 +80,24 @@ def recorded_precision(folder: Path) -> str | None:
         return None
 
 
+@contextmanager
+def native_stderr() -> Iterator[list[str]]:
+    """Collect what NCNN's C++ code prints on file descriptor 2 while loading (its reasons for a failure) into
+    the yielded list, so that the error the user sees stays one line that quotes them."""
+    said: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            said.extend(line.strip() for line in capture.read().decode(errors="replace").splitlines() if line.strip())
+
+
 class NcnnBackend(Backend):
     name = "ncnn"
 
@@ -95,11 +117,15 @@ class NcnnBackend(Backend):
         options.num_threads = int(threads or os.cpu_count() or 1)
         options.use_fp16_storage = options.use_fp16_packed = options.use_fp16_arithmetic = self.fp16
         options.use_vulkan_compute = False
-        if self._net.load_param(str(self.param_path)) != 0:
-            raise CorruptModelError(f"{self.param_path}: NCNN cannot parse this param file")
-        if self._net.load_model(str(self.bin_path)) != 0:
-            raise CorruptModelError(f"{self.bin_path}: NCNN cannot read the weights (truncated or not this "
-                                    f"model's .bin); convert again")
+        with native_stderr() as said:
+            param_status = self._net.load_param(str(self.param_path))
+            model_status = self._net.load_model(str(self.bin_path)) if param_status == 0 else 0
+        why = f" (ncnn: {'; '.join(said[:2])})" if said else ""
+        if param_status != 0:
+            raise CorruptModelError(f"{self.param_path}: NCNN cannot parse this param file{why}")
+        if model_status != 0:
+            raise CorruptModelError(f"{self.bin_path}: NCNN cannot read the weights, truncated or not this "
+                                    f"model's .bin{why}; convert again")
         self._output_names = list(self._net.output_names())
         self._inputs = [TensorSpec(self._input_name, shape, "float32")]
         first = self.invoke(np.zeros(shape, np.float32))  # NCNN knows output shapes only by running

@@ -1,6 +1,6 @@
 """NCNN against float and against TFLite int8 on this machine: accuracy drop and model latency, in one run.
 
-    python benchmarks/ncnn.py [--runs 40] [--threads 1,2] [--calibration-images 80]
+    python benchmarks/ncnn_vs_tflite.py [--runs 40] [--threads 1,2] [--calibration-images 80]
                               [--json benchmarks/results/ncnn.json]
 
 For each bundled trained sample (YOLOv8n, YOLO26n) this run converts the float ONNX (the baseline), NCNN fp16
