@@ -140,7 +140,8 @@ class NcnnBackend(Backend):
         for image in batch:
             extractor = self._net.create_extractor()
             pixels = np.ascontiguousarray(image, dtype=np.float32)
-            extractor.input(self._input_name, ncnn.Mat(pixels))
+            # a Mat owning its memory: an in-place first layer on a Mat that wraps numpy's buffer crashes NCNN
+            extractor.input(self._input_name, ncnn.Mat(pixels).clone())
             outputs = []
             for name in self._output_names:
                 status, mat = extractor.extract(name)
