@@ -98,18 +98,30 @@ def native_stderr() -> Iterator[list[str]]:
             said.extend(line.strip() for line in capture.read().decode(errors="replace").splitlines() if line.strip())
 
 
+def import_ncnn(spin: bool = False):
+    """The `ncnn` module; raises MissingDependencyError. Unless `spin`, the OpenMP runtime NCNN's wheel loads
+    (libgomp) is told to let idle workers sleep (OMP_WAIT_POLICY=PASSIVE, read once when NCNN is first
+    imported; a value already in the environment wins): with spinning workers and the cores shared, one
+    preempted thread stalls every layer's barrier (measured here: 2 threads 0.5-1.1 s per image, 84 ms passive)."""
+    if not spin and "ncnn" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import ncnn
+    except ImportError as exc:
+        raise MissingDependencyError("ncnn", "ncnn") from exc
+    return ncnn
+
+
 class NcnnBackend(Backend):
     name = "ncnn"
 
-    def __init__(self, path: Path, threads: int | None = None, fp16: bool | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, fp16: bool | None = None, spin: bool = False) -> None:
         """`threads`: NCNN's num_threads (None: every core). `fp16`: NCNN's fp16 storage, packing and arithmetic
-        (used where the CPU has them, as on ARMv8.2); None: on, except for an artifact recorded as fp32."""
+        (used where the CPU has them, as on ARMv8.2); None: on, except for an artifact recorded as fp32.
+        `spin`: let idle OpenMP workers spin-wait; off, they sleep (see `import_ncnn`)."""
         folder, self.param_path, self.bin_path = model_files(Path(path))
         super().__init__(folder, threads)
-        try:
-            import ncnn
-        except ImportError as exc:
-            raise MissingDependencyError("ncnn", "ncnn") from exc
+        ncnn = import_ncnn(spin)
         self.fp16 = fp16 if fp16 is not None else recorded_precision(folder) != "fp32"
         self._input_name, shape = input_shape(self.param_path)
         self._net = ncnn.Net()
@@ -117,6 +129,7 @@ class NcnnBackend(Backend):
         options.num_threads = int(threads or os.cpu_count() or 1)
         options.use_fp16_storage = options.use_fp16_packed = options.use_fp16_arithmetic = self.fp16
         options.use_vulkan_compute = False
+        options.openmp_blocktime = 20 if spin else 0  # milliseconds of spinning (LLVM OpenMP builds)
         with native_stderr() as said:
             param_status = self._net.load_param(str(self.param_path))
             model_status = self._net.load_model(str(self.bin_path)) if param_status == 0 else 0
