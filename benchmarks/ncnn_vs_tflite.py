@@ -6,16 +6,19 @@
 For each bundled trained sample (YOLOv8n, YOLO26n) this run converts the float ONNX (the baseline), NCNN fp16
 (the default) and fp32, and the full-integer TFLite int8 (calibrated on the bundled val split); evaluates each
 through the runtime on the bundled val split (coco mAP50-95, drop in points against the float ONNX); and times
-the model invoke alone on one letterboxed image, artifacts interleaved round by round so that a busy machine
-slows them alike (median and p90 over --runs). Caveat: this is an x86 CPU. NCNN's ARM NEON kernels (fp16
-arithmetic on ARMv8.2) and XNNPACK's ARM int8 kernels are what a Raspberry Pi runs; x86 says little about them.
+the model invoke alone on one letterboxed image in a fresh process that imports only the runtime (as on the
+device), artifacts interleaved round by round so that a busy machine slows them alike (median and p90 over
+--runs). Caveat: this is an x86 CPU. NCNN's ARM NEON kernels (fp16 arithmetic on ARMv8.2) and XNNPACK's ARM
+int8 kernels are what a Raspberry Pi runs; x86 says little about them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +65,16 @@ def accuracy(paths: dict[str, Path]) -> dict[str, dict]:
     return rows
 
 
+def latency_in_device_process(paths: dict[str, Path], threads: int, runs: int) -> dict[str, dict]:
+    """`latency` in a fresh process that imports only the runtime, as on the device: in this one torch is
+    loaded, and with its OpenMP runtime started first NCNN's threads collapsed here (2 threads: 36 ms alone,
+    320 ms with torch imported)."""
+    done = subprocess.run([sys.executable, __file__, "--time", json.dumps({k: str(v) for k, v in paths.items()}),
+                           "--threads", str(threads), "--runs", str(runs)], capture_output=True, text=True,
+                          check=True, env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def latency(paths: dict[str, Path], threads: int, runs: int) -> dict[str, dict]:
     """Median and p90 ms of the model invoke, artifacts interleaved round by round."""
     image = next((sample.data_yaml().parent / "images" / "val").glob("*.jpg"))
@@ -97,14 +110,20 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="comma list of interpreter thread counts to time")
     parser.add_argument("--calibration-images", type=int, default=80)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "ncnn.json")
+    parser.add_argument("--time", help=argparse.SUPPRESS)  # the device-process worker: JSON {spec: path}
     args = parser.parse_args()
+    if args.time:
+        assert "torch" not in sys.modules, "the timing process must not load torch"
+        print(json.dumps(latency({k: Path(v) for k, v in json.loads(args.time).items()}, int(args.threads),
+                                 args.runs)))
+        return
     work = Path(tempfile.mkdtemp(prefix="edgeport-ncnn-bench-"))
     results = {}
     for model in sample.models():
         paths = convert_all(model, work / model.stem, args.calibration_images)
         rows = accuracy(paths)
         print(model.stem, json.dumps(rows), flush=True)
-        timings = [latency(paths, int(t), args.runs) for t in args.threads.split(",")]
+        timings = [latency_in_device_process(paths, int(t), args.runs) for t in args.threads.split(",")]
         results[model.stem] = {"accuracy": rows, "latency": timings,
                                "ncnn_fp16_within_goal": rows["ncnn:fp16"]["drop_points"] <= GOAL_DROP_POINTS}
     args.json.parent.mkdir(parents=True, exist_ok=True)
