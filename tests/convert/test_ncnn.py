@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edgeport.convert import ConvertOptions, convert
+from edgeport.convert.verify import FloatReference, judge, measure
 from edgeport.convert.targets import parse_targets, plan
 from edgeport.errors import ConversionError
 from edgeport.runtime import Detector
@@ -82,14 +83,15 @@ def test_yolo26_stand_in_decodes_its_nms_free_head_with_top_k(request, tmp_path,
     model = cache / f"yolo26_160_u{__version__}_v2" / "weights" / "yolo26.pt"  # shared with test_families
     if not model.is_file():
         build_family_model("yolo26", model, imgsz=160)
-    artifact = convert(model, "ncnn", ConvertOptions(out_dir=tmp_path, imgsz=160))
+    # no built-in check: on 8 images the untrained stand-in gives ~1500 detections to match (half a minute)
+    artifact = convert(model, "ncnn", ConvertOptions(out_dir=tmp_path, imgsz=160, precision="fp16", check=False))
     assert artifact.record.provenance["head"]["head"] == "one2one" and artifact.record.decode.reg_max == 1
     assert artifact.record.decode.nms is False  # top-k, never NMS
-    assert artifact.check["checked"] and artifact.check["zero_area"] < 0.05  # a stand-in: a few degenerate boxes
-    assert not artifact.check["judged"] or artifact.check["matched"] >= 0.85
-    found = Detector(artifact.path, conf=0.05, threads=1).detect(val_images[0])
-    boxes = found.xyxy
-    assert len(boxes) > 0 and ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
+    detector = Detector(artifact.path, threads=1)
+    result = judge(measure(detector, FloatReference(model, 160), val_images[:2]), "fp16")
+    assert result.problems == [] and result.judged and result.zero_area < 0.05, result
+    found = detector.detect(val_images[0])
+    assert 0 < len(found.score) <= 300 and (found.xyxy[:, 2] > found.xyxy[:, 0]).all()
 
 
 def test_target_all_includes_ncnn_at_fp16_and_int8_is_refused_before_work(sample_model, tmp_path):

@@ -112,11 +112,18 @@ def import_ncnn(spin: bool = False):
     return ncnn
 
 
+def default_threads() -> int:
+    """Every core; one in a process where torch is loaded (the workstation side: convert's check, a report
+    with a .pt baseline): its OpenMP runtime, started first, made NCNN's 2 threads take 320 ms here against
+    36 ms in a process of its own."""
+    return 1 if "torch" in sys.modules else os.cpu_count() or 1
+
+
 class NcnnBackend(Backend):
     name = "ncnn"
 
     def __init__(self, path: Path, threads: int | None = None, fp16: bool | None = None, spin: bool = False) -> None:
-        """`threads`: NCNN's num_threads (None: every core). `fp16`: NCNN's fp16 storage, packing and arithmetic
+        """`threads`: NCNN's num_threads (None: `default_threads`). `fp16`: NCNN's fp16 storage, packing and arithmetic
         (used where the CPU has them, as on ARMv8.2); None: on, except for an artifact recorded as fp32.
         `spin`: let idle OpenMP workers spin-wait; off, they sleep (see `import_ncnn`)."""
         folder, self.param_path, self.bin_path = model_files(Path(path))
@@ -126,7 +133,7 @@ class NcnnBackend(Backend):
         self._input_name, shape = input_shape(self.param_path)
         self._net = ncnn.Net()
         options = self._net.opt
-        options.num_threads = int(threads or os.cpu_count() or 1)
+        options.num_threads = int(threads or default_threads())
         options.use_fp16_storage = options.use_fp16_packed = options.use_fp16_arithmetic = self.fp16
         options.use_vulkan_compute = False
         options.openmp_blocktime = 20 if spin else 0  # milliseconds of spinning (LLVM OpenMP builds)
