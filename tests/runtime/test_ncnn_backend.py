@@ -77,7 +77,7 @@ def test_missing_bin_and_foreign_param_are_refused(tmp_path):
     with pytest.raises(CorruptModelError, match="not an NCNN param file"):
         NcnnBackend(other)
     broken = relu_model(tmp_path, name="broken_ncnn_model")
-    (broken / "model.ncnn.param").write_text("7767517\n2 2\nInput in0 0 1 in0 0=5 1=4 2=3\nNoSuchLayer x 1 1 in0 out0\n")
+    (broken / "model.ncnn.param").write_text(RELU.format(shape=" 0=5 1=4 2=3").replace("ReLU", "NoSuchLayer"))
     with pytest.raises(CorruptModelError, match="cannot parse this param file") as caught:
         NcnnBackend(broken)
     assert "\n" not in str(caught.value)
@@ -89,7 +89,8 @@ def test_the_backend_imports_nothing_heavy_and_lets_openmp_workers_sleep(tmp_pat
             "from edgeport.runtime.backends.ncnn import NcnnBackend\n"
             f"NcnnBackend({str(folder)!r}, threads=1).invoke(np.ones((1, 3, 4, 5), np.float32))\n"
             "import os\n"
-            "print(sorted(m for m in ('torch', 'tensorflow', 'ultralytics', 'coremltools', 'pnnx') if m in sys.modules),"
+            "heavy = ('torch', 'tensorflow', 'ultralytics', 'coremltools', 'pnnx')\n"
+            "print(sorted(m for m in heavy if m in sys.modules),"
             " os.environ.get('OMP_WAIT_POLICY'))")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # this process may have set it
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
