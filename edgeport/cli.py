@@ -22,11 +22,12 @@ def _say(line: str) -> None:
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
-                        help="force a backend (onnxruntime, litert, edgetpu, tensorrt, coreml); default: by file type")
+                        help="force a backend (onnxruntime, litert, edgetpu, tensorrt, coreml, ncnn, rknn, rknn-sim); default: "
+                        "by file type")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: every core)")
     parser.add_argument("--spin", action="store_true",
-                        help="onnxruntime: let idle worker threads spin-wait (faster on an idle machine, much slower "
-                        "when capture, decode or other programs share the cores; default off)")
+                        help="onnxruntime, ncnn: let idle worker threads spin-wait (faster on an idle machine, much "
+                        "slower when capture, decode or other programs share the cores; default off)")
     parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
     parser.add_argument("--device", default=None,
                         help="Edge TPU device for *_edgetpu.tflite: usb, usb:N, pci or pci:N (default: the first); "

@@ -79,7 +79,8 @@ def test_quickstart_converts_to_every_target_and_ends_with_the_report(tmp_path):
     # the Edge TPU target's int8 model is the tflite int8 row, with its Edge TPU mapping
     assert {(row["target"], row["precision"]) for row in rows} == {
         ("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"), ("onnx-web", "fp32"),
-        ("onnx-web", "int8"), ("tensorrt", "fp16"), ("tensorrt", "int8"), ("coreml", "fp16"), ("coreml", "int8w")}
+        ("onnx-web", "int8"), ("tensorrt", "fp16"), ("tensorrt", "int8"), ("coreml", "fp16"), ("coreml", "int8w"),
+        ("ncnn", "fp16")}
     tpu = next(row for row in rows if row["target"] == "tflite" and row["precision"] == "int8")
     assert tpu["edgetpu"].startswith(("260/260", "251/251")) and tpu["family"] == "yolov8, dfl head"
     assert "check: agrees with the float model" in out.stderr
@@ -105,7 +106,7 @@ def test_quickstart_converts_to_every_target_and_ends_with_the_report(tmp_path):
     assert (tmp_path / "qs" / "report.md").is_file() and "<img" in (tmp_path / "qs" / "report.html").read_text()
     summary = {s["device"]: s for s in written["summary"]}  # every device class gets an artifact from quickstart
     assert list(summary) == ["Coral Edge TPU", "Raspberry Pi CPU", "Jetson", "iPhone / Mac", "browser"]
-    made_for = {"Coral Edge TPU": ("tflite",), "Raspberry Pi CPU": ("tflite", "onnx"), "Jetson": ("tensorrt",),
+    made_for = {"Coral Edge TPU": ("tflite",), "Raspberry Pi CPU": ("tflite", "onnx", "ncnn"), "Jetson": ("tensorrt",),
                 "iPhone / Mac": ("coreml",), "browser": ("onnx-web",)}
     for device, pick in summary.items():  # an artifact made for it, or none within the drop budget
         assert pick["target"] in made_for[device] or (pick["target"] is None and "budget" in pick["why"]), pick

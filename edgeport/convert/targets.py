@@ -55,13 +55,15 @@ class Target:
     extra: str = "convert"  # the pip extra that brings its dependencies
     batches: tuple[str, ...] = ()  # "fixed" (--batch N), "dynamic" (--batch dynamic); () batch 1 only
     options: tuple[Option, ...] = ()  # the target's own flags (ConvertOptions fields only it reads)
+    single: str | None = None  # what `--target NAME` alone writes, when not fp32 (see single_default)
 
     def precision_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.precisions)
 
     def single_default(self) -> str:
-        """The precision of `--target NAME` without a precision flag: fp32 where the target writes it."""
-        return "fp32" if "fp32" in self.precision_names() else self.default
+        """The precision of `--target NAME` without a precision flag: `single` where set (fp16 on coreml and
+        ncnn), else fp32 where the target writes it, else its default (int8 on edgetpu and rknn)."""
+        return self.single or ("fp32" if "fp32" in self.precision_names() else self.default)
 
     def convert(self, job: Job) -> Artifact:
         """Import the entry and run it on `job` (job.options.precision set); return its Artifact."""
@@ -119,7 +121,11 @@ REGISTRY: tuple[Target, ...] = (
             Precision("w8a8", "int8 weights and activations, activations calibrated on --data (in torch)",
                       needs_data=True, flag="--w8a8"),
             Precision("palette6", "6-bit palettized weights, fp16 compute", flag="--palettize")), "fp16", "int8w",
-           extra="coreml", options=COREML_OPTIONS),
+           extra="coreml", options=COREML_OPTIONS, single="fp16"),
+    Target("ncnn", "edgeport.convert.ncnn_target:convert_ncnn",
+           (Precision("fp16", "float16 weight storage (NCNN's default; fp16 compute where the CPU has it)",
+                      flag="--fp16"), Precision("fp32", "float32 weight storage", flag="--fp32")), "fp16",
+           single="fp16"),
     # rknn-toolkit2 runs in its own venv (scripts/rknn-venv.sh); without it `--target all` skips rknn, saying so
     Target("rknn", "edgeport.convert.rknn_target:convert_rknn",
            (Precision("int8", "int8 quantized by rknn-toolkit2, calibrated on --data", needs_data=True, flag="--int8"),

@@ -16,8 +16,8 @@ from edgeport.errors import BackendError, EdgeportError, MissingDependencyError,
 from edgeport.report.rows import MEASURED, NOT_EXECUTABLE, PROXY, SKIPPED
 from edgeport.runtime import Detector
 
-# file-name endings the report treats as models (directories: .mlpackage)
-ARTIFACT_ENDINGS = (".onnx", ".tflite", ".engine", ".plan", ".trt", ".mlpackage", ".mlmodel", ".rknn")
+# file-name endings the report treats as models (directories: .mlpackage, NCNN's <stem>_ncnn_model)
+ARTIFACT_ENDINGS = (".onnx", ".tflite", ".engine", ".plan", ".trt", ".mlpackage", ".mlmodel", ".rknn", "_ncnn_model")
 SOURCE_ENDINGS = (".pt", ".pth")
 
 
@@ -73,7 +73,8 @@ def open_artifact(path: Path, threads: int | None = None) -> Found:
     try:
         detector = Detector(path, threads=threads)
     except (BackendError, MissingDependencyError, ModelNotFoundError) as exc:
-        cannot_run = str(exc) if not path.is_dir() else f"no backend on this host opens a {path.suffix} folder"
+        cannot_run = str(exc) if not path.is_dir() or isinstance(exc, MissingDependencyError) else \
+            f"no backend on this host opens a {path.suffix or path.name} folder"
     except EdgeportError as exc:
         return Found(path, SKIPPED, reason=str(exc))
     except Exception as exc:  # an interpreter failing on a foreign file must not lose the other rows

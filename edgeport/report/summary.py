@@ -41,7 +41,7 @@ DEVICE_CLASSES = (
     DeviceClass("Coral Edge TPU", _full_integer_tflite,
                 "the full-integer TFLite the Edge TPU compiler maps; accuracy and latency of its CPU run here",
                 hint="edgeport convert MODEL --target edgetpu --data DATA.yaml"),
-    DeviceClass("Raspberry Pi CPU", lambda r: r.target in ("tflite", "onnx"),
+    DeviceClass("Raspberry Pi CPU", lambda r: r.target in ("tflite", "onnx", "ncnn"),
                 "CPU latency of this host unless measured on arm64", prefer="arm64",
                 hint="edgeport convert MODEL --target tflite --int8 --data DATA.yaml"),
     DeviceClass("Jetson", lambda r: r.target == "tensorrt",

@@ -35,8 +35,8 @@ class RuntimeOptions:
     backend: registry name (default: by file type). threads: interpreter threads (None: the engine's
     default, every core). providers: onnxruntime execution providers in order (tensorrt, cuda, cpu).
     device: Edge TPU device (usb, usb:N, pci:N) or CoreML compute units (ALL, CPU_ONLY, ...).
-    spin: let idle onnxruntime worker threads spin-wait (fastest on an idle machine; with the cores
-    shared by capture, decode and HTTP it collapses, so it is off by default).
+    spin: let idle onnxruntime (and NCNN's OpenMP) worker threads spin-wait (fastest on an idle machine; with
+    the cores shared by capture, decode and HTTP it collapses, so it is off by default).
     """
 
     backend: str | None = None
@@ -53,7 +53,7 @@ class RuntimeOptions:
                 raise BackendError(f"--providers chooses onnxruntime execution providers; the {backend_name} "
                                    "backend has none (it applies to .onnx artifacts)")
             kwargs["providers"] = list(self.providers)
-        if backend_name == "onnxruntime":
+        if backend_name in ("onnxruntime", "ncnn"):
             kwargs["spin"] = self.spin
         if self.device:
             if backend_name not in DEVICE_ARGUMENT:

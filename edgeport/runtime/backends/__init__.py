@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "coreml": "edgeport.runtime.backends.coreml:CoreMLBackend",
     "rknn": "edgeport.runtime.backends.rknn:RknnBackend",  # on the Rockchip board (rknn-toolkit-lite2)
     "rknn-sim": "edgeport.runtime.backends.rknn_sim:RknnSimulatorBackend",  # rknn-toolkit2's x86 simulator
+    "ncnn": "edgeport.runtime.backends.ncnn:NcnnBackend",
 }
 # file-name ending -> backend names in order of preference; the longest matching ending wins
 BY_SUFFIX: dict[str, tuple[str, ...]] = {
@@ -29,6 +30,8 @@ BY_SUFFIX: dict[str, tuple[str, ...]] = {
     ".mlmodel": ("coreml",),
     ".rknn": ("rknn",),
     ".rknnsim": ("rknn-sim",),  # the simulator bundle written beside each .rknn
+    "_ncnn_model": ("ncnn",),  # a directory: model.ncnn.param + model.ncnn.bin
+    ".param": ("ncnn",),  # the param file inside that directory
 }
 
 
