@@ -22,8 +22,8 @@ def _say(line: str) -> None:
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
-                        help="force a backend (onnxruntime, litert, edgetpu, tensorrt, coreml, ncnn, rknn, rknn-sim); default: "
-                        "by file type")
+                        help="force a backend (onnxruntime, litert, edgetpu, tensorrt, coreml, ncnn, rknn, "
+                        "rknn-sim); default: by file type")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: every core)")
     parser.add_argument("--spin", action="store_true",
                         help="onnxruntime, ncnn: let idle worker threads spin-wait (faster on an idle machine, much "
