@@ -383,11 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true",
                            help="tflite: float16 weights; onnx, tensorrt: float16 weights and compute, float32 I/O; "
-                           "coreml: fp16 compute (its default)")
+                           "coreml: fp16 compute (its default); openvino: float16 (compressed) weights")
     precision.add_argument("--dynamic", action="store_true", help="tflite: dynamic-range int8 (int8 weights)")
     precision.add_argument("--int8", action="store_true",
                            help="tflite: full-integer int8; onnx, tensorrt: static int8 QDQ (decode in float); "
-                           "calibrated on --data")
+                           "openvino: NNCF int8 (decode in float); calibrated on --data")
     precision.add_argument("--int8-weights", action="store_true",
                            help="coreml: int8 per-channel weights (linear_quantize_weights), fp16 compute")
     precision.add_argument("--w8a8", action="store_true",
@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default=None,
                    help="default: minmax (tflite), percentile (onnx, tensorrt)")
     p.add_argument("--max-drop", type=float, default=None,
-                   help="exit 1 when a written artifact drops more points of mAP50-95 than this")
+                   help="exit 1 when a written artifact drops more points of mAP50-95 than this; openvino "
+                   "--int8: NNCF accuracy control keeps layers in float until the drop holds")
     p.add_argument("--fallback", action="store_true",
                    help="int8: when --max-drop is missed, keep the most sensitive layers in int16 until it holds")
     p.add_argument("--threads", type=int, default=None)

@@ -17,6 +17,7 @@ from edgeport.convert.targets import REGISTRY, check_batch
 
 # target -> "module:function"; each function is convert(model: Path, options: ConvertOptions) -> Artifact
 TARGETS: dict[str, str] = {target.name: target.entry for target in REGISTRY}
+FRIGATE_TARGETS = ("onnx", "tensorrt", "edgetpu")  # convert() adds the Frigate folder (edgeport.convert.frigate)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ def convert(model: str | Path, target: str, options: ConvertOptions = ConvertOpt
     function = getattr(importlib.import_module(module_name), function_name)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     artifact = function(source, options)
+    if target in FRIGATE_TARGETS:  # openvino writes its own (its converter owns the IR)
+        from edgeport.convert.frigate import write_frigate
+
+        artifact = write_frigate(artifact, options.progress or (lambda line: None))
     if not options.check:
         return artifact
     from dataclasses import replace

@@ -60,6 +60,11 @@ REGISTRY: tuple[Target, ...] = (
            (FP16, FP32, Precision("int8w", "int8 weights"), Precision("w8a8", "int8 weights and activations",
                                                                      needs_data=True),
             Precision("palette6", "6-bit palettized weights")), "fp16", "int8w", extra="coreml"),
+    # OpenVINO IR; int8 through NNCF (its own calibration: no --calibration-method), --max-drop: accuracy control
+    Target("openvino", "edgeport.convert.openvino_target:convert_openvino",
+           (FP32, Precision("fp16", "float16 weights (compressed), compute at the device's precision"),
+            Precision("int8", "NNCF post-training int8 on --data; --max-drop: NNCF accuracy control",
+                      needs_data=True)), "fp32", "int8", extra="openvino"),
 )
 BY_NAME: dict[str, Target] = {t.name: t for t in REGISTRY}
 

@@ -17,7 +17,7 @@ from edgeport.report.rows import MEASURED, NOT_EXECUTABLE, PROXY, SKIPPED
 from edgeport.runtime import Detector
 
 # file-name endings the report treats as models (directories: .mlpackage)
-ARTIFACT_ENDINGS = (".onnx", ".tflite", ".engine", ".plan", ".trt", ".mlpackage", ".mlmodel")
+ARTIFACT_ENDINGS = (".onnx", ".tflite", ".engine", ".plan", ".trt", ".mlpackage", ".mlmodel", ".xml")
 SOURCE_ENDINGS = (".pt", ".pth")
 
 

@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "edgetpu": "edgeport.runtime.backends.edgetpu:EdgeTpuBackend",
     "tensorrt": "edgeport.runtime.backends.tensorrt:TensorRTBackend",
     "coreml": "edgeport.runtime.backends.coreml:CoreMLBackend",
+    "openvino": "edgeport.runtime.backends.openvino:OpenVinoBackend",
 }
 # file-name ending -> backend names in order of preference; the longest matching ending wins
 BY_SUFFIX: dict[str, tuple[str, ...]] = {
@@ -25,6 +26,7 @@ BY_SUFFIX: dict[str, tuple[str, ...]] = {
     ".plan": ("tensorrt",),
     ".mlpackage": ("coreml",),  # a directory
     ".mlmodel": ("coreml",),
+    ".xml": ("openvino",),  # OpenVINO IR (weights in the .bin beside it)
 }
 
 
