@@ -144,6 +144,15 @@ def calibration_dataset(options: ConvertOptions, imgsz: int, say: Callable[[str]
     return nncf.Dataset(list(calibration.batches("NCHW", "float32"))), calibration
 
 
+def _settings() -> dict:
+    """nncf.quantize settings: MIXED preset (asymmetric activations: SiLU outputs are one-sided) and the
+    full bias correction. Measured on the YOLOv8n sample (80 images): default 0.92 point, MIXED 0.66,
+    MIXED + full bias correction 0.24."""
+    import nncf
+
+    return {"preset": nncf.QuantizationPreset.MIXED, "fast_bias_correction": False}
+
+
 def quantize(ov_model, float_path: Path, source: Path, options: ConvertOptions,
              say: Callable[[str], None]) -> tuple[Any, dict]:
     """int8 version of the float IR (NNCF post-training quantization, decode tail in float); with
@@ -155,16 +164,19 @@ def quantize(ov_model, float_path: Path, source: Path, options: ConvertOptions,
     imgsz = tensor_spec(ov_model.inputs[0]).shape[2]
     dataset, calibration = calibration_dataset(options, imgsz, say)
     tail = decode_tail(ov_model)
+    settings = _settings()
     scope = nncf.IgnoredScope(names=tail, validate=False)
     prov: dict[str, Any] = {**provenance(source, options.command, calibration.sha256), "io": "float32",
                             "quantizer": f"NNCF {nncf.__version__} post-training quantization (OpenVINO backend), "
-                                         "int8 symmetric weights per channel, decode tail in float",
+                                         "preset MIXED (int8 symmetric per-channel weights, asymmetric "
+                                         "activations), full bias correction, decode tail in float",
                             "calibration_images": len(calibration), "ops_left_in_float": tail}
     try:
         if options.max_drop is None or options.data is None:
             say(f"openvino: NNCF int8 quantization on {len(calibration)} images; {len(tail)} decode-tail ops "
                 "stay float")
-            quantized = nncf.quantize(ov_model, dataset, subset_size=len(calibration), ignored_scope=scope)
+            quantized = nncf.quantize(ov_model, dataset, subset_size=len(calibration), ignored_scope=scope,
+                                      **settings)
         else:
             quantized, control = accuracy_control(ov_model, float_path, dataset, len(calibration), scope, options, say)
             prov["accuracy_control"] = control
@@ -227,9 +239,10 @@ def accuracy_control(ov_model, float_path: Path, dataset, subset: int, scope, op
     say(f"openvino: NNCF accuracy control, at most {budget} points of mAP50-95 on {len(data.images)} val images")
     quantized = nncf.quantize_with_accuracy_control(
         ov_model, dataset, validation, validation_fn=validate, max_drop=budget / 100,
-        drop_type=nncf.DropType.ABSOLUTE, subset_size=subset, ignored_scope=scope)
-    reverted = float_ops(quantized, ov_model)
-    say(f"openvino: accuracy control kept {len(reverted)} layers in float: {', '.join(reverted[:8])}")
+        drop_type=nncf.DropType.ABSOLUTE, subset_size=subset, ignored_scope=scope, **_settings())
+    reverted = [name for name in float_ops(quantized, ov_model) if name not in set(scope.names)]
+    say(f"openvino: accuracy control kept {len(reverted)} layers in float beyond the decode tail"
+        + (f": {', '.join(reverted[:8])}" if reverted else ""))
     return quantized, {"budget_points": budget, "float_ops": reverted, "metric": "mAP50-95 (COCO protocol, "
                        f"edgeport runtime) on {options.data} val ({len(data.images)} images)"}
 

@@ -35,9 +35,9 @@ class Found:
 
     @property
     def size_bytes(self) -> int:
-        if self.path.is_dir():
-            return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-        return self.path.stat().st_size
+        from edgeport.artifact import artifact_size
+
+        return artifact_size(self.path)  # a directory (.mlpackage) or an IR (.xml + .bin) counts whole
 
 
 def is_model_file(path: Path) -> bool:
