@@ -32,7 +32,8 @@ from edgeport.runtime import Detector  # noqa: E402
 from edgeport.sample.families import FAMILIES, build_family_model  # noqa: E402
 
 TARGETS = ("onnx:fp32", "onnx:fp16", "onnx:int8", "tflite:fp32", "tflite:fp16", "tflite:dynamic", "tflite:int8",
-           "edgetpu:int8", "onnx-web:fp32", "onnx-web:fp16", "onnx-web:int8", "tensorrt:fp16", "tensorrt:int8")
+           "edgetpu:int8", "onnx-web:fp32", "onnx-web:fp16", "onnx-web:int8", "tensorrt:fp16", "tensorrt:int8",
+           "openvino:fp32", "openvino:fp16", "openvino:int8")
 
 
 def one_artifact(model: Path, target: str, precision: str, out: Path, args, reference) -> dict:
