@@ -80,11 +80,27 @@ def ir_record(model, names: tuple[str, ...], precision: str, prov: dict) -> Arti
         target="openvino", precision=precision, provenance=prov)
 
 
+def no_telemetry() -> None:
+    """Decline OpenVINO's and NNCF's usage telemetry in this process: openvino-telemetry sends events from
+    `convert_model` and `nncf.quantize` unless a consent file in the user's home says no; a converter must
+    not phone home, and edgeport does not write into the user's home."""
+    try:
+        from openvino_telemetry import Telemetry
+        from openvino_telemetry.utils import opt_in_checker
+    except ImportError:  # no telemetry package: nothing is sent
+        return
+    opt_in_checker.OptInChecker.check = lambda self, *args, **kwargs: opt_in_checker.ConsentCheckResult.DECLINED
+    existing = getattr(Telemetry, "_SingletonMetaClass__single_instance", None)  # one per process, maybe made
+    if existing is not None:
+        existing.consent = False
+
+
 def _ov():
     try:
         import openvino as ov
     except ImportError as exc:
         raise MissingDependencyError("openvino", "openvino") from exc
+    no_telemetry()
     return ov
 
 

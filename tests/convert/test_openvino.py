@@ -86,3 +86,14 @@ def test_record_shapes_match_the_ir(openvino_irs):
     shapes = {port.get_any_name(): list(port.get_shape()) for port in model.outputs}
     record = json.loads(artifact.path.with_name(artifact.path.stem + ".edgeport.json").read_text())
     assert {o["name"]: o["shape"] for o in record["outputs"]} == shapes
+
+
+def test_converter_declines_openvino_and_nncf_telemetry():
+    from openvino_telemetry import Telemetry
+    from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+
+    from edgeport.convert.openvino_target import no_telemetry
+
+    no_telemetry()
+    assert OptInChecker().check(enable_opt_in_dialog=False) == ConsentCheckResult.DECLINED
+    assert Telemetry(app_name="edgeport-test", app_version="0", tid="x", enable_opt_in_dialog=False).consent is False

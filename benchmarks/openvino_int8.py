@@ -1,7 +1,7 @@
 """OpenVINO on this CPU: the IR's accuracy drop per precision on both bundled samples, NNCF accuracy control
 against TFLite's int16 fallback at the same budget, and int8 IR invoke against the float ONNX in onnxruntime.
 
-    python benchmarks/openvino.py [--runs 100] [--threads 2] [--max-drop 0.5] [--calibration-images 80]
+    python benchmarks/openvino_int8.py [--runs 100] [--threads 2] [--max-drop 0.5] [--calibration-images 80]
                                   [--json benchmarks/results/openvino.json]
 
 Every artifact is converted in this run and evaluated on the bundled val split (coco protocol) through
