@@ -40,7 +40,7 @@ def test_int8_ir_has_integer_weights_and_names_what_stayed_float(openvino_irs):
     assert "i8" in types
     assert artifact.size_bytes < openvino_irs["fp32"].size_bytes / 2
     prov = artifact.record.provenance
-    assert "NNCF" in prov["quantizer"] and prov["calibration_images"] == 16
+    assert "NNCF" in prov["quantizer"] and prov["calibration_images"] == 8
     floats = prov["ops_left_in_float"]
     assert "/Sigmoid" in floats and "boxes" in floats and "scores" in floats  # the decode tail
     assert not any(name.endswith("cv2.0.0/conv/Conv") for name in floats)  # the backbone is quantized
