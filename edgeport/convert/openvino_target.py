@@ -203,25 +203,31 @@ def quantize(ov_model, float_path: Path, source: Path, options: ConvertOptions,
     return quantized, prov
 
 
-def float_ops(quantized, original) -> list[str]:
-    """Convolutions / MatMuls of `original` whose quantized version has no FakeQuantize on its weights:
-    what accuracy control reverted to float (beyond the ignored tail)."""
-    def quantized_weights(model) -> set[str]:
-        names = set()
-        for op in model.get_ordered_ops():
-            if op.get_type_name() in ("Convolution", "MatMul", "GroupConvolution"):
-                weight = op.input_value(1).get_node()
-                while weight.get_type_name() in ("Convert", "Multiply", "Subtract", "Reshape") and \
-                        weight.get_input_size():
-                    weight = weight.input_value(0).get_node()
-                if weight.get_type_name() in ("FakeQuantize", "FakeConvert") or \
-                        weight.get_output_element_type(0).get_type_name() in ("i8", "u8"):
-                    names.add(op.get_friendly_name())
-        return names
+WEIGHT_PATH = ("Convert", "Multiply", "Subtract", "Reshape", "FakeQuantize", "FakeConvert", "Transpose")
 
-    layers = {op.get_friendly_name() for op in original.get_ordered_ops()
-              if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")}
-    return sorted(layers - quantized_weights(quantized))
+
+def _weights(op) -> tuple[bool, bool]:
+    """(whether input 1 of a Convolution / MatMul is a constant weight, whether it is quantized): walks back
+    through the ops OpenVINO and NNCF put between a weight constant and its layer."""
+    node, quantized = op.input_value(1).get_node(), False
+    while node.get_type_name() in WEIGHT_PATH and node.get_input_size():
+        quantized |= node.get_type_name() in ("FakeQuantize", "FakeConvert")
+        node = node.input_value(0).get_node()
+    if node.get_type_name() != "Constant":
+        return False, False  # an activation x activation MatMul (attention): not a weight layer
+    return True, quantized or node.get_output_element_type(0).get_type_name() in ("i8", "u8", "i4", "u4")
+
+
+def float_ops(quantized) -> list[str]:
+    """Names of the weight layers (Convolution, GroupConvolution, MatMul with a constant weight) whose weights
+    are not int8 in `quantized`: the ignored decode tail plus what accuracy control reverted to float."""
+    names = []
+    for op in quantized.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul"):
+            constant, integer = _weights(op)
+            if constant and not integer:
+                names.append(op.get_friendly_name())
+    return names
 
 
 def accuracy_control(ov_model, float_path: Path, dataset, subset: int, scope, options: ConvertOptions,
@@ -255,7 +261,7 @@ def accuracy_control(ov_model, float_path: Path, dataset, subset: int, scope, op
     quantized = nncf.quantize_with_accuracy_control(
         ov_model, dataset, validation, validation_fn=validate, max_drop=budget / 100,
         drop_type=nncf.DropType.ABSOLUTE, subset_size=subset, ignored_scope=scope, **_settings())
-    reverted = [name for name in float_ops(quantized, ov_model) if name not in set(scope.names)]
+    reverted = [name for name in float_ops(quantized) if name not in set(scope.names)]
     say(f"openvino: accuracy control kept {len(reverted)} layers in float beyond the decode tail"
         + (f": {', '.join(reverted[:8])}" if reverted else ""))
     return quantized, {"budget_points": budget, "float_ops": reverted, "metric": "mAP50-95 (COCO protocol, "

@@ -97,3 +97,13 @@ def test_converter_declines_openvino_and_nncf_telemetry():
     no_telemetry()
     assert OptInChecker().check(enable_opt_in_dialog=False) == ConsentCheckResult.DECLINED
     assert Telemetry(app_name="edgeport-test", app_version="0", tid="x", enable_opt_in_dialog=False).consent is False
+
+
+def test_float_ops_lists_only_weight_layers_left_float(openvino_irs):
+    from edgeport.convert.openvino_target import float_ops
+
+    fp32 = ov.Core().read_model(str(openvino_irs["fp32"].path))
+    int8 = ov.Core().read_model(str(openvino_irs["int8"].path))
+    every = float_ops(fp32)
+    assert len(every) > 60 and "/dfl/conv/Conv" in every  # every convolution of the float IR
+    assert set(float_ops(int8)) <= set(openvino_irs["int8"].record.provenance["ops_left_in_float"])
