@@ -31,7 +31,8 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-exif", dest="exif", action="store_false", help="ignore EXIF orientation tags")
     parser.add_argument("--device", default=None,
                         help="Edge TPU device for *_edgetpu.tflite: usb, usb:N, pci or pci:N (default: the first); "
-                        "CoreML compute units for .mlpackage: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE")
+                        "CoreML compute units for .mlpackage: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE; OpenVINO device for "
+                        ".xml: CPU (default), GPU, NPU, AUTO")
     parser.add_argument("--providers", default=None,
                         help="onnxruntime execution providers in order of preference, comma-separated: tensorrt, "
                         "cuda, cpu (or onnxruntime's names); default cpu")
