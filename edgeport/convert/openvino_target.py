@@ -236,8 +236,7 @@ def accuracy_control(ov_model, float_path: Path, dataset, subset: int, scope, op
     on the DATA.yaml's val split as the metric; returns (model, what it did)."""
     import nncf
 
-    from edgeport.evaluate import collect, load_dataset, score
-    from edgeport.evaluate import PROTOCOLS
+    from edgeport.evaluate import load_dataset
     from edgeport.runtime import Detector
 
     detector = Detector(float_path, backend="openvino")
@@ -249,12 +248,7 @@ def accuracy_control(ov_model, float_path: Path, dataset, subset: int, scope, op
         return tensor
 
     def validate(compiled, items) -> float:
-        from dataclasses import replace
-
-        detector.backend = _CompiledBackend(compiled, detector.backend)
-        subset_data = replace(data, images=tuple(items))
-        images, _ = collect(detector, subset_data, PROTOCOLS["coco"], progress=False)
-        return score(images, data.names, artifact="nncf", backend="openvino").map50_95
+        return compiled_map(compiled, detector, data, items)
 
     validation = nncf.Dataset(list(data.images), transform)
     say(f"openvino: NNCF accuracy control, at most {budget} points of mAP50-95 on {len(data.images)} val images")
@@ -266,6 +260,18 @@ def accuracy_control(ov_model, float_path: Path, dataset, subset: int, scope, op
         + (f": {', '.join(reverted[:8])}" if reverted else ""))
     return quantized, {"budget_points": budget, "float_ops": reverted, "metric": "mAP50-95 (COCO protocol, "
                        f"edgeport runtime) on {options.data} val ({len(data.images)} images)"}
+
+
+def compiled_map(compiled, detector, data, images) -> float:
+    """mAP50-95 (COCO protocol) of an OpenVINO compiled model on `images` of `data`, through `detector`'s
+    pipeline (its record: letterbox, decode, NMS): the metric NNCF's accuracy control optimizes."""
+    from dataclasses import replace
+
+    from edgeport.evaluate import PROTOCOLS, collect, score
+
+    detector.backend = _CompiledBackend(compiled, detector.backend)
+    found, _ = collect(detector, replace(data, images=tuple(images)), PROTOCOLS["coco"], progress=False)
+    return score(found, data.names, artifact="nncf", backend="openvino").map50_95
 
 
 class _CompiledBackend:

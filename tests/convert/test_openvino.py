@@ -107,3 +107,14 @@ def test_float_ops_lists_only_weight_layers_left_float(openvino_irs):
     every = float_ops(fp32)
     assert len(every) > 60 and "/dfl/conv/Conv" in every  # every convolution of the float IR
     assert set(float_ops(int8)) <= set(openvino_irs["int8"].record.provenance["ops_left_in_float"])
+
+
+def test_accuracy_control_metric_is_the_runtimes_map(openvino_irs, val16_data):
+    from edgeport.convert.openvino_target import compiled_map
+    from edgeport.evaluate import evaluate, load_dataset
+
+    path = openvino_irs["int8"].path
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    data = load_dataset(val16_data)
+    metric = compiled_map(compiled, Detector(openvino_irs["fp32"].path), data, data.images)
+    assert metric == pytest.approx(evaluate(path, val16_data, progress=False).map50_95, abs=1e-6)
