@@ -6,9 +6,12 @@ decode tail in float (NNCF ignored scope) and `--max-drop` runs NNCF's accuracy 
 
 from __future__ import annotations
 
+import logging
+import sys
 import tempfile
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -168,6 +171,23 @@ def _settings() -> dict:
     return {"fast_bias_correction": False}
 
 
+@contextmanager
+def nncf_to_stderr() -> Iterator[None]:
+    """NNCF logs and draws its progress bars on stdout, which belongs to the CLI's result (the artifact
+    paths); send them to stderr while it runs."""
+    from nncf.common.logging.logger import nncf_logger
+
+    handlers = [h for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler) and h.stream is sys.stdout]
+    for handler in handlers:
+        handler.setStream(sys.stderr)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for handler in handlers:
+            handler.setStream(sys.stdout)
+
+
 def quantize(ov_model, float_path: Path, source: Path, options: ConvertOptions,
              say: Callable[[str], None]) -> tuple[Any, dict]:
     """int8 version of the float IR (NNCF post-training quantization, decode tail in float); with
@@ -187,19 +207,22 @@ def quantize(ov_model, float_path: Path, source: Path, options: ConvertOptions,
                                          "activations), full bias correction, decode tail in float",
                             "calibration_images": len(calibration), "ops_left_in_float": tail}
     try:
-        if options.max_drop is None or options.data is None:
-            say(f"openvino: NNCF int8 quantization on {len(calibration)} images; {len(tail)} decode-tail ops "
-                "stay float")
-            quantized = nncf.quantize(ov_model, dataset, subset_size=len(calibration), ignored_scope=scope,
-                                      **settings)
-        else:
-            quantized, control = accuracy_control(ov_model, float_path, dataset, len(calibration), scope, options, say)
-            prov["accuracy_control"] = control
-            prov["ops_left_in_float"] = tail + [n for n in control["float_ops"] if n not in tail]
+        with nncf_to_stderr():
+            if options.max_drop is None or options.data is None:
+                say(f"openvino: NNCF int8 quantization on {len(calibration)} images; {len(tail)} decode-tail ops "
+                    "stay float")
+                quantized, control = nncf.quantize(ov_model, dataset, subset_size=len(calibration),
+                                                   ignored_scope=scope, **settings), None
+            else:
+                quantized, control = accuracy_control(ov_model, float_path, dataset, len(calibration), scope,
+                                                      options, say)
     except nncf.errors.ValidationError as exc:
         raise ConversionError(f"openvino: NNCF quantization refused the model: {exc}") from exc
     except (RuntimeError, ValueError) as exc:
         raise ConversionError(f"openvino: NNCF quantization failed: {str(exc).splitlines()[0]}") from exc
+    if control is not None:
+        prov["accuracy_control"] = control
+        prov["ops_left_in_float"] = tail + [n for n in control["float_ops"] if n not in tail]
     return quantized, prov
 
 

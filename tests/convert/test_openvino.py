@@ -118,3 +118,16 @@ def test_accuracy_control_metric_is_the_runtimes_map(openvino_irs, val16_data):
     data = load_dataset(val16_data)
     metric = compiled_map(compiled, Detector(openvino_irs["fp32"].path), data, data.images)
     assert metric == pytest.approx(evaluate(path, val16_data, progress=False).map50_95, abs=1e-6)
+
+
+def test_nncf_chatter_goes_to_stderr(capsys):
+    from nncf.common.logging.logger import nncf_logger
+
+    from edgeport.convert.openvino_target import nncf_to_stderr
+
+    with nncf_to_stderr():
+        nncf_logger.info("calibrating")
+        print("progress")
+    nncf_logger.info("after")
+    out, err = capsys.readouterr()
+    assert "calibrating" in err and "progress" in err and "calibrating" not in out
