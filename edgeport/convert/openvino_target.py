@@ -177,15 +177,16 @@ def nncf_to_stderr() -> Iterator[None]:
     paths); send them to stderr while it runs."""
     from nncf.common.logging.logger import nncf_logger
 
-    handlers = [h for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler) and h.stream is sys.stdout]
-    for handler in handlers:
+    handlers = [(h, h.stream) for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler)
+                and h.stream in (sys.stdout, sys.__stdout__)]
+    for handler, _ in handlers:
         handler.setStream(sys.stderr)
     try:
         with redirect_stdout(sys.stderr):
             yield
     finally:
-        for handler in handlers:
-            handler.setStream(sys.stdout)
+        for handler, stream in handlers:
+            handler.setStream(stream)
 
 
 def quantize(ov_model, float_path: Path, source: Path, options: ConvertOptions,
