@@ -177,8 +177,8 @@ def nncf_to_stderr() -> Iterator[None]:
     paths); send them to stderr while it runs."""
     from nncf.common.logging.logger import nncf_logger
 
-    handlers = [(h, h.stream) for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler)
-                and h.stream in (sys.stdout, sys.__stdout__)]
+    handlers = [(h, h.stream) for h in nncf_logger.handlers if type(h) is logging.StreamHandler
+                and h.stream not in (sys.stderr, sys.__stderr__)]  # its console handler (not a log file)
     for handler, _ in handlers:
         handler.setStream(sys.stderr)
     try:
