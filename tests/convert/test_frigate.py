@@ -119,3 +119,15 @@ def test_block_reads_size_and_layout_from_the_record():
     record = _record("openvino", Decode(), (TensorSpec("boxes", (1, 2100, 4), "float32"),))
     model = block("openvino", replace(record, imgsz=(256, 320)), "m.xml", "m_frigate")["model"]
     assert (model["width"], model["height"], model["input_tensor"]) == (320, 256, "nchw")
+
+
+def test_fp16_onnx_gets_a_frigate_copy_onnxruntime_runs(tmp_path, sample_model):
+    import onnxruntime as ort
+
+    from edgeport.convert import ConvertOptions, convert
+
+    artifact = convert(sample_model, "onnx", ConvertOptions(out_dir=tmp_path, precision="fp16", check=False))
+    config, labels, folder = _folder(artifact)
+    session = ort.InferenceSession(str(folder / config["model"]["path"].rsplit("/", 1)[1]))
+    out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 320, 320), np.float32)})[0]
+    assert out.shape[:2] == (1, 4 + len(labels)) and out.dtype == np.float32
