@@ -121,12 +121,14 @@ def test_block_reads_size_and_layout_from_the_record():
     assert (model["width"], model["height"], model["input_tensor"]) == (320, 256, "nchw")
 
 
-def test_fp16_onnx_gets_a_frigate_copy_onnxruntime_runs(tmp_path, sample_model):
+@pytest.mark.parametrize("target, precision", [("onnx", "fp16"), ("tensorrt", "int8")])
+def test_reduced_onnx_gets_a_frigate_copy_onnxruntime_runs(tmp_path, sample_model, sample_data, target, precision):
     import onnxruntime as ort
 
     from edgeport.convert import ConvertOptions, convert
 
-    artifact = convert(sample_model, "onnx", ConvertOptions(out_dir=tmp_path, precision="fp16", check=False))
+    artifact = convert(sample_model, target, ConvertOptions(out_dir=tmp_path, precision=precision, check=False,
+                                                            data=sample_data, calibration_images=8))
     config, labels, folder = _folder(artifact)
     session = ort.InferenceSession(str(folder / config["model"]["path"].rsplit("/", 1)[1]))
     out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 320, 320), np.float32)})[0]
