@@ -33,7 +33,8 @@ from edgeport.sample.families import FAMILIES, build_family_model  # noqa: E402
 
 TARGETS = ("onnx:fp32", "onnx:fp16", "onnx:int8", "tflite:fp32", "tflite:fp16", "tflite:dynamic", "tflite:int8",
            "edgetpu:int8", "onnx-web:fp32", "onnx-web:fp16", "onnx-web:int8", "tensorrt:fp16", "tensorrt:int8",
-           "ncnn:fp16", "rknn:int8")  # rknn: in rknn-toolkit2's x86 simulator (scripts/rknn-venv.sh makes its venv)
+           "openvino:fp32", "openvino:fp16", "openvino:int8", "ncnn:fp16",
+           "rknn:int8")  # rknn: in rknn-toolkit2's x86 simulator (scripts/rknn-venv.sh makes its venv)
 
 
 def one_artifact(model: Path, target: str, precision: str, out: Path, args, reference) -> dict:

@@ -151,10 +151,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def artifact_size(path: str | Path) -> int:
-    """Bytes of an artifact: the file, or every file of a directory artifact (.mlpackage)."""
+    """Bytes of an artifact: the file, every file of a directory artifact (.mlpackage), or an OpenVINO
+    IR's .xml with the .bin of its weights."""
     path = Path(path)
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    weights = path.with_suffix(".bin")
+    if path.suffix.lower() == ".xml" and weights.is_file():
+        return path.stat().st_size + weights.stat().st_size
     return path.stat().st_size
 
 

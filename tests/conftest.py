@@ -215,3 +215,15 @@ def coreml_inspect(coreml_artifacts):
                           capture_output=True, text=True, check=True)
     found = json.loads(done.stdout)
     return lambda path: found[str(path)]
+
+
+@pytest.fixture(scope="session")
+def openvino_irs(tmp_path_factory, sample_model, sample_data) -> dict:
+    """precision -> Artifact of `--target openvino`: fp32 and int8 (8 calibration images), agreement-checked."""
+    pytest.importorskip("openvino")
+    from edgeport.convert import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("openvino")
+    return {precision: convert(sample_model, "openvino", ConvertOptions(
+        out_dir=out, precision=precision, data=sample_data, calibration_images=8, calibration_dir=out / "calib"))
+        for precision in ("fp32", "int8")}

@@ -80,7 +80,7 @@ def test_quickstart_converts_to_every_target_and_ends_with_the_report(tmp_path):
     assert {(row["target"], row["precision"]) for row in rows} == {
         ("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"), ("onnx-web", "fp32"),
         ("onnx-web", "int8"), ("tensorrt", "fp16"), ("tensorrt", "int8"), ("coreml", "fp16"), ("coreml", "int8w"),
-        ("ncnn", "fp16")}
+        ("openvino", "fp32"), ("openvino", "int8"), ("ncnn", "fp16")}
     tpu = next(row for row in rows if row["target"] == "tflite" and row["precision"] == "int8")
     assert tpu["edgetpu"].startswith(("260/260", "251/251")) and tpu["family"] == "yolov8, dfl head"
     assert "check: agrees with the float model" in out.stderr

@@ -122,6 +122,11 @@ REGISTRY: tuple[Target, ...] = (
                       needs_data=True, flag="--w8a8"),
             Precision("palette6", "6-bit palettized weights, fp16 compute", flag="--palettize")), "fp16", "int8w",
            extra="coreml", options=COREML_OPTIONS, single="fp16"),
+    # OpenVINO IR; int8 through NNCF (its own calibration: no --calibration-method), --max-drop: accuracy control
+    Target("openvino", "edgeport.convert.openvino_target:convert_openvino",
+           (FP32, Precision("fp16", "float16 weights (compressed), compute at the device's precision", flag="--fp16"),
+            Precision("int8", "NNCF post-training int8 on --data; --max-drop: NNCF accuracy control",
+                      needs_data=True, flag="--int8")), "fp32", "int8", extra="openvino"),
     Target("ncnn", "edgeport.convert.ncnn_target:convert_ncnn",
            (Precision("fp16", "float16 weight storage (NCNN's default; fp16 compute where the CPU has it)",
                       flag="--fp16"), Precision("fp32", "float32 weight storage", flag="--fp32")), "fp16",

@@ -17,7 +17,8 @@ from edgeport.report.rows import MEASURED, NOT_EXECUTABLE, PROXY, SKIPPED
 from edgeport.runtime import Detector
 
 # file-name endings the report treats as models (directories: .mlpackage, NCNN's <stem>_ncnn_model)
-ARTIFACT_ENDINGS = (".onnx", ".tflite", ".engine", ".plan", ".trt", ".mlpackage", ".mlmodel", ".rknn", "_ncnn_model")
+ARTIFACT_ENDINGS = (".onnx", ".tflite", ".engine", ".plan", ".trt", ".mlpackage", ".mlmodel", ".xml", ".rknn",
+                    "_ncnn_model")
 SOURCE_ENDINGS = (".pt", ".pth")
 
 
@@ -35,9 +36,9 @@ class Found:
 
     @property
     def size_bytes(self) -> int:
-        if self.path.is_dir():
-            return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-        return self.path.stat().st_size
+        from edgeport.artifact import artifact_size
+
+        return artifact_size(self.path)  # a directory (.mlpackage) or an IR (.xml + .bin) counts whole
 
 
 def is_model_file(path: Path) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 from edgeport.errors import BackendError
 
 # which backends take which option (the name of the backend's own constructor argument)
-DEVICE_ARGUMENT = {"edgetpu": "device", "coreml": "compute_units", "rknn": "core_mask"}
+DEVICE_ARGUMENT = {"edgetpu": "device", "coreml": "compute_units", "openvino": "device", "rknn": "core_mask"}
 
 
 def shared_core_threads() -> int:
@@ -34,7 +34,8 @@ class RuntimeOptions:
 
     backend: registry name (default: by file type). threads: interpreter threads (None: the engine's
     default, every core). providers: onnxruntime execution providers in order (tensorrt, cuda, cpu).
-    device: Edge TPU device (usb, usb:N, pci:N) or CoreML compute units (ALL, CPU_ONLY, ...).
+    device: Edge TPU device (usb, usb:N, pci:N), CoreML compute units (ALL, CPU_ONLY, ...), OpenVINO
+    device (CPU, GPU, NPU, AUTO) or RKNN NPU cores (auto, 0, 1, 2, 0_1, 0_1_2, all).
     spin: let idle onnxruntime (and NCNN's OpenMP) worker threads spin-wait (fastest on an idle machine; with
     the cores shared by capture, decode and HTTP it collapses, so it is off by default).
     """
@@ -58,7 +59,7 @@ class RuntimeOptions:
         if self.device:
             if backend_name not in DEVICE_ARGUMENT:
                 raise BackendError(f"--device {self.device!r} does not apply to the {backend_name} backend; it picks "
-                                   "the Edge TPU (usb, usb:N, pci:N) or CoreML's compute units")
+                                   "the Edge TPU (usb, usb:N, pci:N), CoreML's compute units or the OpenVINO device (CPU, GPU, NPU)")
             kwargs[DEVICE_ARGUMENT[backend_name]] = self.device
         return kwargs
 

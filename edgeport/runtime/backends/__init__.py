@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "rknn": "edgeport.runtime.backends.rknn:RknnBackend",  # on the Rockchip board (rknn-toolkit-lite2)
     "rknn-sim": "edgeport.runtime.backends.rknn_sim:RknnSimulatorBackend",  # rknn-toolkit2's x86 simulator
     "ncnn": "edgeport.runtime.backends.ncnn:NcnnBackend",
+    "openvino": "edgeport.runtime.backends.openvino:OpenVinoBackend",
 }
 # file-name ending -> backend names in order of preference; the longest matching ending wins
 BY_SUFFIX: dict[str, tuple[str, ...]] = {
@@ -32,6 +33,7 @@ BY_SUFFIX: dict[str, tuple[str, ...]] = {
     ".rknnsim": ("rknn-sim",),  # the simulator bundle written beside each .rknn
     "_ncnn_model": ("ncnn",),  # a directory: model.ncnn.param + model.ncnn.bin
     ".param": ("ncnn",),  # the param file inside that directory
+    ".xml": ("openvino",),  # OpenVINO IR (weights in the .bin beside it)
 }
 
 
