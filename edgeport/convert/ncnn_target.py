@@ -13,8 +13,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from edgeport.artifact import ArtifactRecord, Decode, Preprocess, write_sidecar
-from edgeport.convert import Artifact, ConvertOptions
+from edgeport.artifact import ArtifactRecord, Decode, Preprocess
+from edgeport.convert.base import Artifact, ConvertOptions
+from edgeport.convert.job import Job, write_record
 from edgeport.convert.provenance import provenance, tool_versions
 from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
 
@@ -141,15 +142,13 @@ def build_record(folder: Path, source, precision: str, prov: dict) -> ArtifactRe
         target="ncnn", precision=precision, provenance={**prov, "head": source.describe()})
 
 
-def convert_ncnn(source: Path, options: ConvertOptions) -> Artifact:
+def convert_ncnn(job: Job) -> Artifact:
     """Write DIR/<stem>_ncnn_model/ (fp16 weights; `<stem>_fp32_ncnn_model/` at fp32) and its sidecar record;
     return the Artifact. Raises ConversionError, UnsupportedModelError, MissingDependencyError."""
+    source, options, say = job.source, job.options, job.say
     check_options(source, options)
     pnnx_executable()
-    from edgeport.convert.source import load_source
-
-    say = options.progress or (lambda line: None)
-    loaded = load_source(source, options.imgsz)
+    loaded = job.model()
     fp16 = options.precision == "fp16"
     folder = options.out_dir / folder_name(options.name or source.stem, options.precision)
     say(f"ncnn: converting {source.name} with pnnx (NCHW 1x3x{loaded.imgsz}x{loaded.imgsz}, {loaded.family}, raw "
@@ -166,7 +165,7 @@ def convert_ncnn(source: Path, options: ConvertOptions) -> Artifact:
             "weights": "float16" if fp16 else "float32", "calibration_method": "none", "calibration_images": 0,
             "io": "float"}
     record = build_record(folder, loaded, options.precision, prov)
-    write_sidecar(folder, record)
+    write_record(folder, record)
     say(f"ncnn: wrote {folder}/ ({sum(p.stat().st_size for p in folder.iterdir()) / 1e6:.1f} MB)")
     say(f"ncnn: {FRIGATE_NOTE}")
     return Artifact(path=folder, record=record)

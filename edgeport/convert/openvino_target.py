@@ -15,8 +15,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec, sha256_file, write_sidecar
-from edgeport.convert import Artifact, ConvertOptions
+from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec, sha256_file
+from edgeport.convert.base import Artifact, ConvertOptions
+from edgeport.convert.job import Job, write_record
 from edgeport.convert.provenance import provenance
 from edgeport.errors import ConversionError, MissingDependencyError
 
@@ -107,17 +108,17 @@ def _ov():
     return ov
 
 
-def convert_openvino(source: Path, options: ConvertOptions) -> Artifact:
+def convert_openvino(job: Job) -> Artifact:
     """Write DIR/<stem>_openvino_<precision>.xml (+ .bin, the record in <stem>_openvino_<precision>.edgeport.json,
     the Frigate model and config beside it); return the Artifact."""
     import onnx
 
     from edgeport.convert.onnx_target import float_model
 
+    source, options, say = job.source, job.options, job.say
     check_options(options)
     ov = _ov()
-    say = options.progress or (lambda line: None)
-    model, names, head = float_model(source, options)
+    model, names, head = float_model(job)
     stem = f"{options.name or source.stem}_openvino_{options.precision}"
     out = options.out_dir / f"{stem}.xml"
     with tempfile.TemporaryDirectory(prefix="edgeport-openvino-") as tmp:
@@ -130,8 +131,8 @@ def convert_openvino(source: Path, options: ConvertOptions) -> Artifact:
         float_path = Path(tmp) / "float.xml"
         if options.precision == "int8":
             ov.save_model(ov_model, str(float_path), compress_to_fp16=False)
-            write_sidecar(float_path, ir_record(ov_model, names, "fp32", {"head": head}))
-            ov_model, prov = quantize(ov_model, float_path, source, options, say)
+            write_record(float_path, ir_record(ov_model, names, "fp32", {"head": head}))
+            ov_model, prov = quantize(ov_model, float_path, job)
         else:
             prov = {**provenance(source, options.command), "io": "float32",
                     "weights": "float16 (decompressed to the device's precision at load)"
@@ -142,7 +143,7 @@ def convert_openvino(source: Path, options: ConvertOptions) -> Artifact:
     prov["weights_file"] = {"file": bin_path.name, "sha256": sha256_file(bin_path)}
     prov["openvino_version"] = ov.get_version()
     record = ir_record(ov_model, names, options.precision, prov)
-    write_sidecar(out, record)
+    write_record(out, record)
     size = (out.stat().st_size + bin_path.stat().st_size) / 1e6
     say(f"openvino: wrote {out} and {bin_path.name} ({size:.1f} MB)")
     artifact = Artifact(path=out, record=record, extra_files=(bin_path,))
@@ -151,15 +152,11 @@ def convert_openvino(source: Path, options: ConvertOptions) -> Artifact:
     return write_frigate(artifact, say)
 
 
-def calibration_dataset(options: ConvertOptions, imgsz: int, say: Callable[[str], None]):
-    """(nncf.Dataset of NCHW float32 batches, CalibrationSet) built by edgeport.calibration."""
+def calibration_dataset(job: Job, imgsz: int):
+    """(nncf.Dataset of NCHW float32 batches, CalibrationSet): the job's calibration set (built once per job)."""
     import nncf
 
-    from edgeport.calibration import build_calibration_set, describe_coverage
-
-    calibration = build_calibration_set(options.data, imgsz=imgsz, n=options.calibration_images,
-                                        out_dir=options.calibration_dir, progress=options.progress is not None)
-    say(describe_coverage(calibration))
+    calibration = job.calibration(imgsz)
     return nncf.Dataset(list(calibration.batches("NCHW", "float32"))), calibration
 
 
@@ -189,16 +186,16 @@ def nncf_to_stderr() -> Iterator[None]:
             handler.setStream(stream)
 
 
-def quantize(ov_model, float_path: Path, source: Path, options: ConvertOptions,
-             say: Callable[[str], None]) -> tuple[Any, dict]:
+def quantize(ov_model, float_path: Path, job: Job) -> tuple[Any, dict]:
     """int8 version of the float IR (NNCF post-training quantization, decode tail in float); with
     options.max_drop, NNCF's accuracy control on edgeport's mAP50-95. Returns (model, provenance)."""
+    source, options, say = job.source, job.options, job.say
     try:
         import nncf
     except ImportError as exc:
         raise MissingDependencyError("nncf", "convert") from exc
     imgsz = tensor_spec(ov_model.inputs[0]).shape[2]
-    dataset, calibration = calibration_dataset(options, imgsz, say)
+    dataset, calibration = calibration_dataset(job, imgsz)
     tail = decode_tail(ov_model)
     settings = _settings()
     scope = nncf.IgnoredScope(names=tail, validate=False)

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec, write_sidecar
-from edgeport.convert import Artifact, ConvertOptions
+from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec
+from edgeport.convert.base import Artifact, ConvertOptions
+from edgeport.convert.job import Job, write_record
 from edgeport.convert.provenance import provenance
 from edgeport.errors import ConversionError, UnsupportedModelError
 from edgeport.runtime.backends.rknn_env import WORKER, venv_python, worker_env
@@ -132,29 +133,22 @@ def build_record(loaded, platform: str, precision: str, outputs: list[dict], pro
         target="rknn", precision=precision, provenance={**prov, "platform": platform, "head": loaded.describe()})
 
 
-def _calibrate(options: ConvertOptions, size: int, folder: Path, say,
-               algorithm: str) -> tuple[Path, dict[str, Any]]:
-    from edgeport.calibration import build_calibration_set, describe_coverage
-
-    calibration = build_calibration_set(options.data, imgsz=size, n=options.calibration_images,
-                                        out_dir=options.calibration_dir, progress=options.progress is not None)
-    say(describe_coverage(calibration))
+def _calibrate(job: Job, size: int, folder: Path, algorithm: str) -> tuple[Path, dict[str, Any]]:
+    calibration = job.calibration(size)  # built once per job, shared with the other targets
     return write_dataset(calibration.frames, folder), {
         "calibration_sha256": calibration.sha256, "calibration_images": len(calibration),
         "calibration_method": f"{ALGORITHM_TEXT[algorithm]}, asymmetric int8 activations"}
 
 
-def convert_rknn(source: Path, options: ConvertOptions) -> Artifact:
+def convert_rknn(job: Job) -> Artifact:
     """Write DIR/<stem>_rknn_<platform>.rknn (+ sidecar record) and its simulator bundle .rknnsim; return the
     Artifact. Raises ConversionError, UnsupportedModelError, RknnVenvMissingError (a MissingDependencyError)."""
-    from edgeport.convert.source import load_source
-
+    source, options, say = job.source, job.options, job.say
     platform = check_options(source, options)
     venv_python()  # a missing venv fails here, before any work
-    say = options.progress or (lambda line: None)
     out, bundle = artifact_paths(source, options, platform)
     algorithm = ALGORITHMS[options.calibration_method or "minmax"]
-    loaded = load_source(source, options.imgsz)
+    loaded = job.model()
     if loaded.attention:
         say("rknn: the model has attention blocks; the toolkit maps them to NPU ops where it can")
     with tempfile.TemporaryDirectory(prefix="edgeport-rknn-") as tmp:
@@ -169,7 +163,7 @@ def convert_rknn(source: Path, options: ConvertOptions) -> Artifact:
                                "quantized_dtype": "w8a8", "quantized_algorithm": algorithm,
                                "result": str(work / "result.json"), "dataset": None}
         if options.precision == "int8":
-            dataset, calibration = _calibrate(options, loaded.imgsz, work, say, algorithm)
+            dataset, calibration = _calibrate(job, loaded.imgsz, work, algorithm)
             job["dataset"] = str(dataset)
             prov = {**provenance(source, options.command, calibration["calibration_sha256"]), **calibration}
         job_path = work / "job.json"
@@ -181,7 +175,7 @@ def convert_rknn(source: Path, options: ConvertOptions) -> Artifact:
             "proxy": {"artifact": bundle.name, "label": label},
             "board_runtime": "rknn-toolkit-lite2 (RKNNLite) on the board: edgeport detect MODEL.rknn"}
     record = build_record(loaded, platform, options.precision, result["outputs"], prov)
-    write_sidecar(out, record)
+    write_record(out, record)
     embed_record(bundle, record, out.name)
     say(f"rknn: wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {bundle.name} (what the x86 simulator runs)")
     return Artifact(path=out, record=record, extra_files=(bundle,))

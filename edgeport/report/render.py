@@ -131,7 +131,7 @@ def markdown(report: "Report") -> str:
                 f"; {p['status']}" for p in report.perturbations] + [""]
     coral = [r for r in rows if r.edgetpu]
     if coral:
-        out += ["## Edge TPU mapping", "", table(["artifact", "model", "mapping"], [
+        out += ["## Edge TPU mapping", "", _md_table(["artifact", "model", "mapping"], [
             [artifact_name(r.artifact), r.family or "?", r.edgetpu] for r in coral]), ""]
     skipped = [r for r in report.rows if r.status == SKIPPED]
     if skipped:
