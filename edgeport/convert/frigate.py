@@ -76,7 +76,8 @@ def onnx_layout(path: Path, record: ArtifactRecord, out: Path) -> ArtifactRecord
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeport.convert.onnx_target import _graph_spec, save_with_record
+    from edgeport.convert.job import write_record
+    from edgeport.convert.onnx_target import _graph_spec
 
     model = onnx.load(str(path))
     graph = model.graph
@@ -93,7 +94,7 @@ def onnx_layout(path: Path, record: ArtifactRecord, out: Path) -> ArtifactRecord
     # no onnx.checker here: onnxruntime's float16 converter leaves its input casts out of topological order,
     # which onnxruntime (and so Frigate) accepts; the test opens the copy in onnxruntime
     new = frigate_record(record, _graph_spec(graph.output[0]))
-    save_with_record(model, new, out)
+    write_record(out, new, onnx_model=model)
     return new
 
 
@@ -123,11 +124,16 @@ def render(target: str, config: dict[str, Any], folder: str) -> str:
     return "\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
-def write_frigate(artifact, say: Callable[[str], None]):
+def write_frigate(artifact, say: Callable[[str], None], target: str | None = None):
     """Write `<stem>_frigate/` (model in Frigate's layout, frigate.yml, labels.txt) beside the artifact,
     print the block, and return the Artifact with the folder's files in extra_files. A target Frigate
     cannot run from edgeport's artifact gets one line saying why, and nothing is written."""
-    target, record = artifact.record.target, artifact.record
+    target, record = target or artifact.record.target, artifact.record
+    if target == "rknn":
+        config, why = rknn_block(artifact.path, record)
+        if config is None:
+            say(f"frigate: no config for {why}")
+            return artifact
     if target in WHY_NOT:
         say(f"frigate: no config for {artifact.path.name}: {WHY_NOT[target]}")
         return artifact

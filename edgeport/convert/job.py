@@ -7,6 +7,7 @@ Targets take the Job (`convert_x(job) -> Artifact`); `job.derive(...)` hands a t
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -92,7 +93,9 @@ class Job:
         agreed; return the Artifact with the check. Raises what the target raises (EdgeportError)."""
         lookup(name)
         job = self.derive(**changes) if changes else self
-        artifact = frigate_extras(name, job.convert(name), job.say)
+        artifact = job.convert(name)
+        if BY_NAME[name].frigate:  # the Frigate config folder, or one line saying why there is none
+            artifact = importlib.import_module("edgeport.convert.frigate").write_frigate(artifact, job.say, name)
         if not job.options.check:
             return artifact
         from edgeport.convert.verify import describe, verify_artifact
@@ -127,25 +130,6 @@ class Job:
                 result.failed.append((name, precision, str(exc)))
                 say(f"edgeport: error: {name} {precision}: {exc}")
         return result
-
-
-FRIGATE_TARGETS = ("onnx", "tensorrt", "edgetpu")  # Job.run adds the Frigate folder (openvino writes its own)
-
-
-def frigate_extras(name: str, artifact: Artifact, say: Callable[[str], None]) -> Artifact:
-    """The Frigate config folder beside an artifact Frigate can run (edgeport.convert.frigate), or one line
-    saying why there is none; a failure here never loses the artifact."""
-    if name in FRIGATE_TARGETS:
-        from edgeport.convert.frigate import write_frigate
-
-        return write_frigate(artifact, say)
-    if name == "rknn":
-        from edgeport.convert.frigate import rknn_block
-
-        config, why = rknn_block(artifact.path, artifact.record)
-        if config is None:
-            say(f"frigate: no config for {why}")
-    return artifact
 
 
 @dataclass

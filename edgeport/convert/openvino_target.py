@@ -146,10 +146,7 @@ def convert_openvino(job: Job) -> Artifact:
     write_record(out, record)
     size = (out.stat().st_size + bin_path.stat().st_size) / 1e6
     say(f"openvino: wrote {out} and {bin_path.name} ({size:.1f} MB)")
-    artifact = Artifact(path=out, record=record, extra_files=(bin_path,))
-    from edgeport.convert.frigate import write_frigate
-
-    return write_frigate(artifact, say)
+    return Artifact(path=out, record=record, extra_files=(bin_path,))  # Job.run adds the Frigate folder
 
 
 def calibration_dataset(job: Job, imgsz: int):

@@ -158,16 +158,16 @@ def convert_rknn(job: Job) -> Artifact:
         onnx_path = work / f"{source.stem}_raw.onnx"
         export_raw_onnx(loaded, onnx_path, options.opset)
         prov = provenance(source, options.command)
-        job: dict[str, Any] = {"onnx": str(onnx_path), "out": str(out.resolve()), "bundle": str(bundle.resolve()),
+        task: dict[str, Any] = {"onnx": str(onnx_path), "out": str(out.resolve()), "bundle": str(bundle.resolve()),
                                "platform": platform, "precision": options.precision, "imgsz": loaded.imgsz,
                                "quantized_dtype": "w8a8", "quantized_algorithm": algorithm,
                                "result": str(work / "result.json"), "dataset": None}
         if options.precision == "int8":
             dataset, calibration = _calibrate(job, loaded.imgsz, work, algorithm)
-            job["dataset"] = str(dataset)
+            task["dataset"] = str(dataset)
             prov = {**provenance(source, options.command, calibration["calibration_sha256"]), **calibration}
         job_path = work / "job.json"
-        job_path.write_text(json.dumps(job))
+        job_path.write_text(json.dumps(task))
         result = run_worker(job_path, say, work / "stderr.txt")
     label = SIMULATOR_LABEL if options.precision == "int8" else FP16_SIMULATOR_LABEL
     prov = {**prov, "tools": {**prov.get("tools", {}), "rknn-toolkit2": result["toolkit_version"]},

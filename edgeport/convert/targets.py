@@ -56,6 +56,7 @@ class Target:
     batches: tuple[str, ...] = ()  # "fixed" (--batch N), "dynamic" (--batch dynamic); () batch 1 only
     options: tuple[Option, ...] = ()  # the target's own flags (ConvertOptions fields only it reads)
     single: str | None = None  # what `--target NAME` alone writes, when not fp32 (see single_default)
+    frigate: bool = False  # Job.run writes a Frigate config beside the artifact (edgeport.convert.frigate)
 
     def precision_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.precisions)
@@ -101,7 +102,7 @@ RKNN_OPTIONS = (
 
 REGISTRY: tuple[Target, ...] = (
     Target("onnx", "edgeport.convert.onnx_target:convert_onnx", (FP32, FP16, INT8), "fp32", "int8", ORT_METHODS,
-           batches=("fixed", "dynamic")),
+           batches=("fixed", "dynamic"), frigate=True),
     Target("tflite", "edgeport.convert.tflite_target:convert_tflite",
            (FP32, Precision("fp16", "float16 weights", flag="--fp16"),
             Precision("dynamic", "dynamic-range int8 (int8 weights)", flag="--dynamic"),
@@ -109,11 +110,11 @@ REGISTRY: tuple[Target, ...] = (
            ("minmax", "percentile"), batches=("fixed",), options=TFLITE_OPTIONS),
     Target("edgetpu", "edgeport.convert.edgetpu_target:convert_edgetpu",
            (Precision("int8", "full-integer int8 (always)", needs_data=True, flag="--int8"),), "int8", None,
-           ("minmax", "percentile"), options=(IO,)),
+           ("minmax", "percentile"), options=(IO,), frigate=True),
     Target("onnx-web", "edgeport.convert.onnx_web_target:convert_onnx_web", (FP32, FP16, INT8), "fp32", "int8",
            ORT_METHODS, extra="web", options=WEB_OPTIONS),
     Target("tensorrt", "edgeport.convert.tensorrt_target:convert_tensorrt", (FP32, FP16, INT8), "fp16", "int8",
-           ORT_METHODS),
+           ORT_METHODS, frigate=True),
     Target("coreml", "edgeport.convert.coreml_target:convert_coreml",
            (Precision("fp16", "fp16 compute (its default)", flag="--fp16"), FP32,
             Precision("int8w", "int8 per-channel weights (linear_quantize_weights), fp16 compute",
@@ -126,7 +127,7 @@ REGISTRY: tuple[Target, ...] = (
     Target("openvino", "edgeport.convert.openvino_target:convert_openvino",
            (FP32, Precision("fp16", "float16 weights (compressed), compute at the device's precision", flag="--fp16"),
             Precision("int8", "NNCF post-training int8 on --data; --max-drop: NNCF accuracy control",
-                      needs_data=True, flag="--int8")), "fp32", "int8", extra="openvino"),
+                      needs_data=True, flag="--int8")), "fp32", "int8", extra="openvino", frigate=True),
     Target("ncnn", "edgeport.convert.ncnn_target:convert_ncnn",
            (Precision("fp16", "float16 weight storage (NCNN's default; fp16 compute where the CPU has it)",
                       flag="--fp16"), Precision("fp32", "float32 weight storage", flag="--fp32")), "fp16",
@@ -135,7 +136,7 @@ REGISTRY: tuple[Target, ...] = (
     Target("rknn", "edgeport.convert.rknn_target:convert_rknn",
            (Precision("int8", "int8 quantized by rknn-toolkit2, calibrated on --data", needs_data=True, flag="--int8"),
             Precision("fp16", "float16 on the NPU (no quantization)", flag="--fp16")), "int8", None,
-           ("minmax", "entropy"), extra="rknn", options=RKNN_OPTIONS),
+           ("minmax", "entropy"), extra="rknn", options=RKNN_OPTIONS, frigate=True),
 )
 BY_NAME: dict[str, Target] = {t.name: t for t in REGISTRY}
 
