@@ -185,7 +185,8 @@ def _op_types(profile: QuantProfile) -> list[str]:
     return list(profile.op_types) if profile.op_types else sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
 
 
-def quantize_int8(model, calibration, profile: QuantProfile, method: str = "minmax"):
+def quantize_int8(model, calibration, profile: QuantProfile, method: str = "minmax",
+                  extra_exclude: list[str] | tuple[str, ...] = ()):
     """Return (the static int8 QDQ model calibrated on `calibration`, decode tail kept in float;
     the tail's node names; {tensor: what was wrong and the range it got} for every activation whose
     calibration statistics were degenerate).
@@ -201,7 +202,7 @@ def quantize_int8(model, calibration, profile: QuantProfile, method: str = "minm
     if method not in methods:
         raise ConversionError(f"onnx: calibration method {method!r} unknown; choose one of {', '.join(methods)}")
     tail = head_tail_nodes(model)
-    activation = QuantType.QUInt8 if profile.activation == "uint8" else QuantType.QInt8
+    activation = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "int16": QuantType.QInt16}[profile.activation]
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx-int8-") as tmp:
         float_path, out, ranges = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
         onnx.save(model, str(float_path))
@@ -213,7 +214,8 @@ def quantize_int8(model, calibration, profile: QuantProfile, method: str = "minm
                 quantize_static(str(float_path), str(out), None, quant_format=QuantFormat.QDQ,
                                 op_types_to_quantize=list(profile.op_types or []) or None,
                                 per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
-                                nodes_to_exclude=tail, calibrate_method=methods[method],
+                                nodes_to_exclude=tail + [n for n in extra_exclude if n not in tail],
+                                calibrate_method=methods[method],
                                 extra_options=profile.extra_options(), calibration_cache_path=ranges)
         except Exception as exc:
             raise ConversionError(f"onnx: int8 quantization failed: {str(exc).splitlines()[0]}") from exc
