@@ -219,8 +219,9 @@ def fp16_body(model, keep_float: list[str]):
         raise ConversionError(f"onnx: float16 conversion failed: {str(exc).splitlines()[0]}") from exc
 
 
-def reduced_precision(model, source: Path, options: ConvertOptions, target: str, profile):
-    """fp16 or int8 (QDQ, `profile`) version of the float split-head model; returns (model, provenance)."""
+def reduced_precision(model, source: Path, options: ConvertOptions, target: str, profile, names=(), head=None):
+    """fp16 or int8 (QDQ, `profile`) version of the float split-head model; returns (model, provenance).
+    int8 with --max-drop and a labelled DATA.yaml keeps the most sensitive blocks in float (onnx_accuracy)."""
     from edgeport.convert import onnx_quant
 
     say = options.progress or (lambda line: None)
@@ -238,16 +239,45 @@ def reduced_precision(model, source: Path, options: ConvertOptions, target: str,
     say(describe_coverage(calibration))
     method = options.calibration_method or "percentile"
     say(f"{target}: quantizing to int8 QDQ ({profile.name} profile, {method} calibration on {len(calibration)} images)")
-    quantized, tail, fallbacks = onnx_quant.quantize_int8(model, calibration, profile, method)
+    tune, control = _accuracy_tuner(model, options, target, calibration, names, head)
+    quantized, tail, fallbacks = onnx_quant.quantize_int8(model, calibration, profile, method, tune=tune)
     prov = {**provenance(source, options.command, calibration.sha256),
             "calibration_method": f"{onnx_quant.METHOD_TEXT[method]} (onnxruntime)",
             "calibration_images": len(calibration), "io": "float32", "quantizer": profile.description,
             "ops_left_in_float": tail, "qdq": onnx_quant.qdq_summary(quantized), "calibration_fallbacks": fallbacks}
+    if control:
+        prov["accuracy_control"] = control
+        prov["ops_left_in_float"] = tail + [n for n in control["float_nodes"] if n not in tail]
     if fallbacks:
         say(f"{target}: {len(fallbacks)} tensors had degenerate calibration statistics and got a fallback range "
             f"(named in the record): {', '.join(list(fallbacks)[:6])}")
     say(f"{target}: {len(tail)} decode-tail nodes kept in float (after the head's last convolutions)")
     return quantized, prov
+
+
+def _accuracy_tuner(model, options: ConvertOptions, target: str, calibration, names, head):
+    """(tune callback for onnx_quant.quantize_int8 or None, dict the callback fills with what it did)."""
+    from edgeport.evaluate.dataset import is_data_yaml
+
+    control: dict = {}
+    if options.max_drop is None or not is_data_yaml(options.data):
+        return None, control
+    from edgeport.convert import onnx_quant
+    from edgeport.convert.onnx_accuracy import accuracy_control
+
+    float_copy = type(model)()
+    float_copy.CopyFrom(model)
+    skip = set(onnx_quant.head_tail_nodes(float_copy))
+
+    def tune(quantized, requantize):
+        chosen, info = accuracy_control(
+            float_copy, quantized, requantize, calibration, options.data, float(options.max_drop),
+            lambda m, precision: split_record(m, names, target, precision, {"head": head or {}}),
+            options.progress or (lambda line: None), skip)
+        control.update(info)
+        return chosen
+
+    return tune, control
 
 
 def model_at_precision(source: Path, options: ConvertOptions, target: str, flavour: Any) -> tuple[Any, Any, dict]:
@@ -257,7 +287,7 @@ def model_at_precision(source: Path, options: ConvertOptions, target: str, flavo
     model, names, head = float_model(source, options)
     if options.precision == "fp32":
         return model, names, {**provenance(source, options.command), "head": head}
-    model, prov = reduced_precision(model, source, options, target, flavour)
+    model, prov = reduced_precision(model, source, options, target, flavour, names, head)
     return model, names, {**prov, "head": head}
 
 
