@@ -83,7 +83,7 @@ def accuracy_control(float_model, quantized, requantize: Callable, calibration, 
         blocks = blocks_of(float_model, skip)
         batches = [b for b, _ in zip(calibration.batches("NCHW", "float32"), range(8))]
         ranking = rank_blocks(float_model, blocks, requantize, batches, say)
-        info["ranking"] = [[name, round(error, 5)] for name, error in ranking[:12]]
+        info["ranking"] = [[name, float(f"{error:.3g}")] for name, error in ranking[:12]]
         best = (drop, [], quantized)
         for step in [s for s in STEPS if s < len(ranking)] + [len(ranking)]:
             chosen = [name for name, _ in ranking[:step]]
