@@ -15,6 +15,20 @@ import numpy as np
 
 BLOCK = re.compile(r"/((?:one2one_)?cv[234]\.\d+|model\.\d+)/")
 STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+# NMS-free one-to-one heads (YOLO26, YOLOv10) lose far more to int8 activations than the NMS-based ones
+# (trained YOLO26n sample: onnx int8 5.76 points, TensorRT QDQ 10.72; YOLOv8n 0.28 and -0.16), so with a
+# labelled DATA.yaml they get accuracy control with this budget (points of mAP50-95) unless --max-drop says
+DEFAULT_BUDGET = {"one2one": 0.5, "one2one-dfl": 0.5}
+
+
+def budget_for(max_drop: float | None, head: dict | None) -> tuple[float | None, str]:
+    """(points of mAP50-95 the int8 model may lose, where that budget comes from); None: no control."""
+    if max_drop is not None:
+        return float(max_drop), "--max-drop"
+    kind = (head or {}).get("head", "dfl")
+    if kind in DEFAULT_BUDGET:
+        return DEFAULT_BUDGET[kind], f"default for {kind} heads"
+    return None, ""
 
 
 def blocks_of(model, skip: set[str]) -> dict[str, list[str]]:

@@ -221,7 +221,8 @@ def fp16_body(model, keep_float: list[str]):
 
 def reduced_precision(model, source: Path, options: ConvertOptions, target: str, profile, names=(), head=None):
     """fp16 or int8 (QDQ, `profile`) version of the float split-head model; returns (model, provenance).
-    int8 with --max-drop and a labelled DATA.yaml keeps the most sensitive blocks in float (onnx_accuracy)."""
+    int8 with a labelled DATA.yaml and --max-drop (or a one-to-one head) keeps the most sensitive blocks in
+    float until the drop holds (onnx_accuracy)."""
     from edgeport.convert import onnx_quant
 
     say = options.progress or (lambda line: None)
@@ -257,13 +258,14 @@ def reduced_precision(model, source: Path, options: ConvertOptions, target: str,
 
 def _accuracy_tuner(model, options: ConvertOptions, target: str, calibration, names, head):
     """(tune callback for onnx_quant.quantize_int8 or None, dict the callback fills with what it did)."""
+    from edgeport.convert.onnx_accuracy import accuracy_control, budget_for
     from edgeport.evaluate.dataset import is_data_yaml
 
     control: dict = {}
-    if options.max_drop is None or not is_data_yaml(options.data):
+    budget, why = budget_for(options.max_drop, head)
+    if budget is None or not is_data_yaml(options.data):
         return None, control
     from edgeport.convert import onnx_quant
-    from edgeport.convert.onnx_accuracy import accuracy_control
 
     float_copy = type(model)()
     float_copy.CopyFrom(model)
@@ -271,10 +273,10 @@ def _accuracy_tuner(model, options: ConvertOptions, target: str, calibration, na
 
     def tune(quantized, requantize):
         chosen, info = accuracy_control(
-            float_copy, quantized, requantize, calibration, options.data, float(options.max_drop),
+            float_copy, quantized, requantize, calibration, options.data, budget,
             lambda m, precision: split_record(m, names, target, precision, {"head": head or {}}),
             options.progress or (lambda line: None), skip)
-        control.update(info)
+        control.update(info, budget_from=why)
         return chosen
 
     return tune, control

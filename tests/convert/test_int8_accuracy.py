@@ -6,7 +6,6 @@ and the artifact's record names what stayed in float. The trained-sample drops a
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 
 import pytest
 
@@ -70,9 +69,9 @@ def test_sensitive_blocks_kept_in_float_agree_better_than_full_int8(yolo26, samp
     assert all(n.input[1] in dequantized for n in convs if n.name not in set(seen["kept"]) and "model.1/" in n.name)
 
 
-def test_max_drop_record_names_accuracy_control(yolo26, sample_data, tmp_path):
-    """--max-drop with a labelled DATA.yaml measures the int8 drop and records it (the stand-in's drop is 0:
-    nothing needs to stay in float)."""
+def test_one_to_one_int8_gets_accuracy_control_by_default_and_records_it(yolo26, sample_data, tmp_path):
+    """A one-to-one head's int8 with a labelled DATA.yaml measures its drop against the 0.5-point default
+    budget and records it (the stand-in's drop is 0: nothing needs to stay in float)."""
     data = tmp_path / "data"
     for sub in ("images/val", "labels/val"):
         (data / sub).mkdir(parents=True)
@@ -83,6 +82,15 @@ def test_max_drop_record_names_accuracy_control(yolo26, sample_data, tmp_path):
     shutil.copy(sample_data, data / "data.yaml")
     options = ConvertOptions(out_dir=tmp_path / "out", precision="int8", data=data / "data.yaml", imgsz=160,
                              calibration_images=4, calibration_method="minmax", check=False)
-    control = convert(yolo26, "onnx", replace(options, max_drop=0.5)).record.provenance["accuracy_control"]
-    assert control["budget_points"] == 0.5 and control["reached"]
+    control = convert(yolo26, "onnx", options).record.provenance["accuracy_control"]
+    assert control["budget_points"] == 0.5 and control["budget_from"] == "default for one2one heads"
+    assert control["reached"]
     assert control["drop_after"] == control["drop_before"] <= 0.5 and control["float_blocks"] == []
+
+
+def test_budget_comes_from_max_drop_else_only_one_to_one_heads_get_one():
+    from edgeport.convert.onnx_accuracy import budget_for
+
+    assert budget_for(0.8, {"head": "dfl"}) == (0.8, "--max-drop")
+    assert budget_for(None, {"head": "one2one-dfl"})[0] == 0.5
+    assert budget_for(None, {"head": "dfl"}) == (None, "")
