@@ -94,3 +94,13 @@ def test_budget_comes_from_max_drop_else_only_one_to_one_heads_get_one():
     assert budget_for(0.8, {"head": "dfl"}) == (0.8, "--max-drop")
     assert budget_for(None, {"head": "one2one-dfl"})[0] == 0.5
     assert budget_for(None, {"head": "dfl"}) == (None, "")
+
+
+def test_report_calibration_cell_names_the_blocks_kept_in_float():
+    from edgeport.report.rows import calibration_text
+
+    prov = {"calibration_method": "percentile", "calibration_images": 80,
+            "accuracy_control": {"float_blocks": ["model.16", "one2one_cv2.0", "one2one_cv3.0", "model.19", "x"]}}
+    assert calibration_text(prov) == ("percentile, 80 images; 5 blocks kept in float (model.16, one2one_cv2.0, "
+                                      "one2one_cv3.0, model.19, ...)")
+    assert calibration_text({**prov, "accuracy_control": {"float_blocks": []}}) == "percentile, 80 images"
