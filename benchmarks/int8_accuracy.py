@@ -85,7 +85,8 @@ def kept_text(prov: dict) -> tuple[float | None, str]:
                                         + ", ".join(blocks) if blocks else "none")
     if fallback:
         layers = fallback["int16_layers"]
-        return fallback["drop_before"], f"{len(layers)} layers in int16" if layers else "none"
+        return fallback["drop_before"], (f"{len(layers)} layers in int16" if layers else "none needed"
+                                         if fallback["reached"] else "none helped (budget not reached)")
     return None, "-"
 
 
