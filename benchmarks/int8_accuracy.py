@@ -1,6 +1,11 @@
 """Full-integer int8 accuracy and speed on the bundled sample, against Ultralytics' own int8 export.
 
     python benchmarks/int8_accuracy.py [--calibration-images 80] [--json benchmarks/results/int8_accuracy.json]
+    python benchmarks/int8_accuracy.py --targets [--json benchmarks/results/int8_targets.json]
+
+`--targets`: the mAP50-95 drop of every int8 target (onnx, tensorrt QDQ proxy, tflite full-integer, tflite
+with the int16 fallback, Edge TPU) of each bundled trained sample (YOLOv8n, YOLO26n), with the drop before
+accuracy control and what stayed in float or int16.
 
 Every artifact is evaluated through the same runtime on the same val split, in this one run.
 Goals: our full-integer drop <= 1.0 point mAP50-95 against the float ONNX and <= Ultralytics'
@@ -67,12 +72,69 @@ def timings(path: Path, image_rgb: np.ndarray, runs: int) -> dict[str, float]:
     return {"invoke_ms_p50": round(float(np.median(invoke)), 2), "end_to_end_ms_p50": round(float(np.median(total)), 2)}
 
 
+INT8_TARGETS = (("onnx", {}), ("tensorrt", {}), ("tflite", {}), ("tflite", {"fallback": True, "max_drop": 0.5}),
+                ("edgetpu", {}))
+
+
+def kept_text(prov: dict) -> tuple[float | None, str]:
+    """(drop before accuracy control or fallback, what stayed in float / int16) from a record's provenance."""
+    control, fallback = prov.get("accuracy_control"), prov.get("fallback")
+    if control:
+        blocks = control["float_blocks"]
+        return control["drop_before"], (f"{len(blocks)} blocks in float ({len(control['float_nodes'])} nodes): "
+                                        + ", ".join(blocks) if blocks else "none")
+    if fallback:
+        layers = fallback["int16_layers"]
+        return fallback["drop_before"], (f"{len(layers)} layers in int16" if layers else "none needed"
+                                         if fallback["reached"] else "none helped (budget not reached)")
+    return None, "-"
+
+
+def per_target(args) -> None:
+    """Every int8 target of each bundled trained sample: drop against its float ONNX on the val split."""
+    from edgeport.convert.verify import runnable_file
+
+    data, work, rows = sample.data_yaml(), Path(tempfile.mkdtemp(prefix="edgeport-int8-targets-")), []
+    for model in sample.models():
+        out = work / model.stem
+        base = evaluate(convert(model, "onnx", ConvertOptions(out_dir=out, check=False)).path, data,
+                        progress=False).map50_95
+        for target, extra in INT8_TARGETS:
+            label = target + (" --fallback" if extra.get("fallback") else "")
+            print(f"{model.stem}: {label} ...", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            artifact = convert(model, target, ConvertOptions(
+                out_dir=out / label.replace(" --", "_"), precision="int8", data=data, check=False,
+                calibration_images=args.calibration_images, **extra))
+            value = evaluate(runnable_file(artifact), data, progress=False).map50_95
+            before, kept = kept_text(artifact.record.provenance)
+            rows.append({"model": model.stem, "target": label, "map50_95": round(value, 4),
+                         "drop_points": round((base - value) * 100, 2), "drop_before_points": before,
+                         "kept": kept, "convert_s": round(time.perf_counter() - start, 1)})
+            print(rows[-1], file=sys.stderr, flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    print("| model | int8 target | mAP50-95 | drop (points) | drop before control | kept in float / int16 |\n"
+          "|---|---|---|---|---|---|")
+    for r in rows:
+        before = "-" if r["drop_before_points"] is None else f"{r['drop_before_points']:.2f}"
+        print(f"| {r['model']} | {r['target']} | {r['map50_95']:.4f} | {r['drop_points']:.2f} | {before} | {r['kept']} |")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"host": host_description(), "calibration_images": args.calibration_images,
+                                     "rows": rows}, indent=2))
+    print(f"\nwrote {args.json}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibration-images", type=int, default=80)
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "int8_accuracy.json")
+    parser.add_argument("--targets", action="store_true", help="every int8 target of each bundled sample")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.targets:
+        args.json = args.json or ROOT / "benchmarks" / "results" / "int8_targets.json"
+        return per_target(args)
+    args.json = args.json or ROOT / "benchmarks" / "results" / "int8_accuracy.json"
     data = sample.data_yaml()
     work = Path(tempfile.mkdtemp(prefix="edgeport-int8-"))
     say = lambda line: print(line, file=sys.stderr)  # noqa: E731

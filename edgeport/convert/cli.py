@@ -31,7 +31,7 @@ def convert_options(args: argparse.Namespace, command: str, precision: str = "fp
                   io=getattr(args, "io", "uint8"), data=args.data, calibration_images=args.calibration_images,
                   calibration_dir=getattr(args, "calibration_dir", None) or args.out / "calib",
                   calibration_method=getattr(args, "calibration_method", None), check=getattr(args, "check", True),
-                  batch=_batch(args))
+                  batch=_batch(args), max_drop=getattr(args, "max_drop", None))
     return ConvertOptions(**{**shared, **fields})
 
 

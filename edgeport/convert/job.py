@@ -24,10 +24,12 @@ def _quiet(line: str) -> None:
 
 @dataclass
 class _Shared:
-    """What every Job derived from one `Job.of` shares: calibration sets by input size, and their uses."""
+    """What every Job derived from one `Job.of` shares: calibration sets by input size, their uses, and
+    intermediate models targets build on each other (the int8 ONNX onnx-web reuses, search included)."""
 
     calibrations: dict[int, Any] = field(default_factory=dict)
     uses: dict[int, int] = field(default_factory=dict)
+    models: dict[tuple, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -185,12 +185,15 @@ def _op_types(profile: QuantProfile) -> list[str]:
     return list(profile.op_types) if profile.op_types else sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
 
 
-def quantize_int8(model, calibration, profile: QuantProfile, method: str = "minmax"):
+def quantize_int8(model, calibration, profile: QuantProfile, method: str = "minmax",
+                  extra_exclude: list[str] | tuple[str, ...] = (), tune=None):
     """Return (the static int8 QDQ model calibrated on `calibration`, decode tail kept in float;
     the tail's node names; {tensor: what was wrong and the range it got} for every activation whose
     calibration statistics were degenerate).
 
-    `method`: minmax, percentile or entropy (onnxruntime's calibrators). Raises ConversionError.
+    `method`: minmax, percentile or entropy (onnxruntime's calibrators). `extra_exclude`: more nodes
+    kept in float. `tune(quantized, requantize)`, when given, may return a better model: `requantize(names)`
+    quantizes again from the same calibrated ranges with `names` also kept in float. Raises ConversionError.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -201,23 +204,35 @@ def quantize_int8(model, calibration, profile: QuantProfile, method: str = "minm
     if method not in methods:
         raise ConversionError(f"onnx: calibration method {method!r} unknown; choose one of {', '.join(methods)}")
     tail = head_tail_nodes(model)
-    activation = QuantType.QUInt8 if profile.activation == "uint8" else QuantType.QInt8
+    activation = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "int16": QuantType.QInt16}[profile.activation]
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx-int8-") as tmp:
-        float_path, out, ranges = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
+        float_path, ranges = Path(tmp) / "float.onnx", Path(tmp) / "ranges.json"
         onnx.save(model, str(float_path))
+
+        def requantize(keep_float) -> object:
+            out = Path(tmp) / "int8.onnx"
+            keep = tail + [n for n in dict.fromkeys([*extra_exclude, *keep_float]) if n not in tail]
+            try:
+                with _quiet():
+                    quantize_static(str(float_path), str(out), None, quant_format=QuantFormat.QDQ,
+                                    op_types_to_quantize=list(profile.op_types or []) or None,
+                                    per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
+                                    nodes_to_exclude=keep, calibrate_method=methods[method],
+                                    extra_options=profile.extra_options(), calibration_cache_path=ranges)
+            except Exception as exc:
+                raise ConversionError(f"onnx: int8 quantization failed: {str(exc).splitlines()[0]}") from exc
+            return onnx.load(str(out))
+
         try:
             with _quiet():
                 tensors, fallbacks = calibrate(float_path, _Reader(calibration, model.graph.input[0].name),
                                                methods[method], _op_types(profile), Path(tmp))
                 save_tensors_data(tensors, ranges)
-                quantize_static(str(float_path), str(out), None, quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=list(profile.op_types or []) or None,
-                                per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
-                                nodes_to_exclude=tail, calibrate_method=methods[method],
-                                extra_options=profile.extra_options(), calibration_cache_path=ranges)
         except Exception as exc:
-            raise ConversionError(f"onnx: int8 quantization failed: {str(exc).splitlines()[0]}") from exc
-        quantized = onnx.load(str(out))
+            raise ConversionError(f"onnx: int8 calibration failed: {str(exc).splitlines()[0]}") from exc
+        quantized = requantize([])
+        if tune is not None:
+            quantized = tune(quantized, requantize)
     return quantized, tail, fallbacks.provenance()
 
 

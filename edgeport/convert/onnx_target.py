@@ -206,8 +206,10 @@ def fp16_body(model, keep_float: list[str]):
         raise ConversionError(f"onnx: float16 conversion failed: {str(exc).splitlines()[0]}") from exc
 
 
-def reduced_precision(model, job: Job, target: str, profile):
-    """fp16 or int8 (QDQ, `profile`) version of the float split-head model; returns (model, provenance)."""
+def reduced_precision(model, job: Job, target: str, profile, names=(), head=None):
+    """fp16 or int8 (QDQ, `profile`) version of the float split-head model; returns (model, provenance).
+    int8 with a labelled DATA.yaml and --max-drop (or a one-to-one head) keeps the most sensitive blocks in
+    float until the drop holds (onnx_accuracy)."""
     from edgeport.convert import onnx_quant
 
     source, options, say = job.source, job.options, job.say
@@ -221,11 +223,15 @@ def reduced_precision(model, job: Job, target: str, profile):
     calibration = job.calibration(size).at_batch(options.batch)  # a fixed --batch N graph is fed N images at a time
     method = options.calibration_method or "percentile"
     say(f"{target}: quantizing to int8 QDQ ({profile.name} profile, {method} calibration on {len(calibration)} images)")
-    quantized, tail, fallbacks = onnx_quant.quantize_int8(model, calibration, profile, method)
+    tune, control = _accuracy_tuner(model, job, target, calibration, names, head)
+    quantized, tail, fallbacks = onnx_quant.quantize_int8(model, calibration, profile, method, tune=tune)
     prov = {**provenance(source, options.command, calibration.sha256),
             "calibration_method": f"{onnx_quant.METHOD_TEXT[method]} (onnxruntime)",
             "calibration_images": len(calibration), "io": "float32", "quantizer": profile.description,
             "ops_left_in_float": tail, "qdq": onnx_quant.qdq_summary(quantized), "calibration_fallbacks": fallbacks}
+    if control:
+        prov["accuracy_control"] = control
+        prov["ops_left_in_float"] = tail + [n for n in control["float_nodes"] if n not in tail]
     if fallbacks:
         say(f"{target}: {len(fallbacks)} tensors had degenerate calibration statistics and got a fallback range "
             f"(named in the record): {', '.join(list(fallbacks)[:6])}")
@@ -233,15 +239,52 @@ def reduced_precision(model, job: Job, target: str, profile):
     return quantized, prov
 
 
+def _accuracy_tuner(model, job: Job, target: str, calibration, names, head):
+    """(tune callback for onnx_quant.quantize_int8 or None, dict the callback fills with what it did)."""
+    from edgeport.convert.onnx_accuracy import accuracy_control, budget_for
+    from edgeport.evaluate.dataset import is_data_yaml
+
+    options, control = job.options, {}
+    budget, why = budget_for(options.max_drop, head)
+    if budget is None or not is_data_yaml(options.data):
+        return None, control
+    from edgeport.convert import onnx_quant
+
+    float_copy = type(model)()
+    float_copy.CopyFrom(model)
+    skip = set(onnx_quant.head_tail_nodes(float_copy))
+
+    def tune(quantized, requantize):
+        chosen, info = accuracy_control(
+            float_copy, quantized, requantize, calibration, options.data, budget,
+            lambda m, precision: split_record(m, names, target, precision, {"head": head or {}}),
+            job.say, skip)
+        control.update(info, budget_from=why)
+        return chosen
+
+    return tune, control
+
+
 def model_at_precision(job: Job, target: str, flavour: Any) -> tuple[Any, Any, dict]:
     """(ONNX model, class names, provenance) of the job's source at options.precision for `target`;
     `flavour` is the onnx_quant setting set (CPU or TENSORRT) used below fp32."""
     source, options = job.source, job.options
     check_precision(target, options)
+    key = (flavour.name, options.precision, options.batch, options.imgsz, options.opset, options.max_drop,
+           options.calibration_method, options.calibration_images)
+    if options.precision != "fp32" and key in job.shared.models:  # onnx-web after onnx: no second quantization
+        model, names, prov = job.shared.models[key]
+        job.say(f"{target}: reusing this job's {options.precision} model ({flavour.name} profile)")
+        copy = type(model)()
+        copy.CopyFrom(model)
+        return copy, names, prov
     model, names, head = float_model(job)
     if options.precision == "fp32":
         return model, names, {**provenance(source, options.command), "head": head}
-    model, prov = reduced_precision(model, job, target, flavour)
+    model, prov = reduced_precision(model, job, target, flavour, names, head)
+    copy = type(model)()
+    copy.CopyFrom(model)
+    job.shared.models[key] = (copy, names, {**prov, "head": head})
     return model, names, {**prov, "head": head}
 
 

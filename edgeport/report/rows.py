@@ -107,7 +107,16 @@ def edgetpu_text(provenance: dict) -> str:
 def calibration_text(provenance: dict) -> str:
     """e.g. 'minmax (moving average, ai-edge-quantizer), 80 images' or 'none'."""
     method = provenance.get("calibration_method", "none")
-    return "none" if method == "none" else f"{method}, {provenance.get('calibration_images', '?')} images"
+    if method == "none":
+        return "none"
+    text = f"{method}, {provenance.get('calibration_images', '?')} images"
+    kept = (provenance.get("accuracy_control") or {}).get("float_blocks")
+    int16 = (provenance.get("fallback") or {}).get("int16_layers")
+    if kept:
+        text += f"; {len(kept)} blocks kept in float ({', '.join(kept[:4])}{', ...' if len(kept) > 4 else ''})"
+    if int16:
+        text += f"; {len(int16)} layers in int16"
+    return text
 
 
 def io_types(detector: Detector) -> str:
