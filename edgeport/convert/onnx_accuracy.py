@@ -77,13 +77,13 @@ def accuracy_control(float_model, quantized, requantize: Callable, calibration, 
 
     `record_for(model, precision)` gives the ArtifactRecord the runtime needs to evaluate a model.
     """
-    from edgeport.convert.onnx_target import save_with_record
+    from edgeport.convert.job import write_record
     from edgeport.evaluate import evaluate
 
     with tempfile.TemporaryDirectory(prefix="edgeport-accuracy-") as tmp:
         def map50_95(model, precision: str) -> float:
             path = Path(tmp) / f"{precision}.onnx"
-            save_with_record(model, record_for(model, precision), path)
+            write_record(path, record_for(model, precision), onnx_model=model)
             return evaluate(path, data, progress=False).map50_95
 
         baseline = map50_95(float_model, "fp32")

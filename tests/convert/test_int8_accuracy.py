@@ -35,9 +35,10 @@ def test_sensitive_blocks_kept_in_float_agree_better_than_full_int8(yolo26, samp
     from edgeport.calibration import build_calibration_set
     from edgeport.convert import onnx_quant
     from edgeport.convert.onnx_accuracy import blocks_of, output_error, rank_blocks
+    from edgeport.convert import Job
     from edgeport.convert.onnx_target import float_model
 
-    model, _, head = float_model(yolo26, ConvertOptions(out_dir=tmp_path, imgsz=160))
+    model, _, head = float_model(Job.of(yolo26, ConvertOptions(out_dir=tmp_path, imgsz=160)))
     assert head["head"] == "one2one" and head["attention"]
     reference = type(model)()
     reference.CopyFrom(model)
