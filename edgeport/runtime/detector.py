@@ -237,7 +237,9 @@ class Detector:
                 xyxy, score, class_id = select_and_nms(boxes[i], scores[i], conf=nms.conf, iou=nms.iou,
                                                        max_det=nms.max_det, multi_label=nms.multi_label,
                                                        agnostic=nms.agnostic)
-            results.append(Detections(info.to_original(xyxy), score, class_id, self.names, info.source_hw))
+            xyxy = info.to_original(xyxy)
+            inside = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # a box wholly off the image clips to 0
+            results.append(Detections(xyxy[inside], score[inside], class_id[inside], self.names, info.source_hw))
         return results
 
     def detect_rgb(self, images_rgb: Sequence[np.ndarray], nms: NmsOptions | None = None,

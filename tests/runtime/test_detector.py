@@ -169,3 +169,19 @@ def test_unsupported_ultralytics_outputs_are_named(onnx_artifact):
         record_from_ultralytics({"names": "{0: 'a', 1: 'b', 2: 'c'}", "imgsz": "[320, 320]"}, detector.backend)
     with pytest.raises(UnsupportedModelError, match="task 'segment'"):
         record_from_ultralytics({"names": "['a']", "imgsz": "[320, 320]", "task": "segment"}, detector.backend)
+
+
+def test_a_box_wholly_off_the_image_is_not_a_detection(onnx_artifact):
+    """A wide image letterboxed into the square input leaves padding; a box predicted in the padding
+    clips to zero height on the image and is dropped, while a box on the image is kept."""
+    detector = Detector(onnx_artifact, conf=0.25)
+    image = np.full((100, 400, 3), 90, np.uint8)  # pads rows above and below the image
+    _, placements = detector.preprocess([image])
+    boxes = np.array([[[0.1, 0.0, 0.3, 0.05],    # inside the top padding only
+                       [0.4, 0.45, 0.6, 0.55]]], np.float32)  # the middle of the image
+    scores = np.zeros((1, 2, len(detector.names)), np.float32)
+    scores[0, :, 0] = 0.9
+    found = detector.postprocess({"boxes": boxes, "scores": scores}, placements)[0]
+    assert len(found) == 1
+    x1, y1, x2, y2 = found.xyxy[0]
+    assert 150 < x1 < x2 < 250 and 0 <= y1 < y2 <= 100
