@@ -42,6 +42,10 @@ class MqttLink:
         self.prefix = config.topic_prefix.rstrip("/")
         self.availability_topic = f"{self.prefix}/availability"
         self._states: dict[str, str] = {}
+        # camera states go out under this lock once on_connect has republished them (`_states_live`), so a
+        # change that lands while on_connect runs is neither lost nor overwritten by an older value
+        self._states_lock = threading.Lock()
+        self._states_live = False
         self._connected = threading.Event()
         self._stop = threading.Event()
         client_id = config.client_id or f"edgeport-{'-'.join(cameras)}"[:64]
@@ -110,8 +114,10 @@ class MqttLink:
         log.info("mqtt: connected to %s:%s", self.config.host, self.config.port)
         self.last_error = None
         client.publish(self.availability_topic, "online", qos=1, retain=True)
-        for camera, state in list(self._states.items()):
-            client.publish(f"{self.prefix}/{camera}/state", state, qos=1, retain=True)
+        with self._states_lock:
+            for camera, state in self._states.items():
+                client.publish(f"{self.prefix}/{camera}/state", state, qos=1, retain=True)
+            self._states_live = True
         if self.config.home_assistant.enabled:
             self._announce_home_assistant(client)
         self._connected.set()
@@ -122,14 +128,17 @@ class MqttLink:
         if self._connected.is_set() and not self._stop.is_set():
             log.warning("mqtt: disconnected (%s); reconnecting", reason_code)
         self._connected.clear()
+        with self._states_lock:
+            self._states_live = False
         self.metrics.mqtt_connected.set(value=0)
 
     # what the daemon publishes ------------------------------------------------------------------------
     def publish_state(self, camera: str, state: str) -> None:
         """Retained camera state; remembered and republished on every (re)connect."""
-        self._states[camera] = state
-        if self._connected.is_set():
-            self.client.publish(f"{self.prefix}/{camera}/state", state, qos=1, retain=True)
+        with self._states_lock:
+            self._states[camera] = state
+            if self._states_live:
+                self.client.publish(f"{self.prefix}/{camera}/state", state, qos=1, retain=True)
 
     def publish_detections(self, camera: str, payload: dict[str, Any]) -> bool:
         """Best effort (not spooled): False when the broker is down."""

@@ -124,3 +124,26 @@ events: {{min_hits: 1, max_misses: 1}}
     assert len(seqs) >= 2 + frozen["queued_events"]
     assert sorted(seqs) == list(range(1, len(seqs) + 1)), "an event was lost or delivered twice"
     assert daemon.child.returncode == 0
+
+
+def test_a_camera_state_that_changes_while_the_link_connects_is_published(tmp_path, broker):
+    """The camera thread may report a state while on_connect is republishing the remembered ones: that
+    state must still reach the broker (it used to be remembered but never sent until a reconnect)."""
+    spool = Spool(tmp_path / "spool.sqlite", 1000)
+    link = MqttLink(Mqtt(port=broker.port, keepalive=60, home_assistant={"enabled": True}), spool, Metrics(),
+                    ["yard"], ("circle",))
+    announce = link._announce_home_assistant
+
+    def announce_while_the_camera_connects(client) -> None:  # runs inside on_connect, after the states
+        link.publish_state("yard", "connected")
+        announce(client)
+
+    link._announce_home_assistant = announce_while_the_camera_connects
+    subscriber = Subscriber(broker.port)
+    link.start()
+    try:
+        wait_for(lambda: subscriber.on("/yard/state"), what="the camera state")
+        assert subscriber.on("/yard/state")[-1] == b"connected"
+    finally:
+        link.stop(drain_s=1)
+        subscriber.close()
