@@ -112,15 +112,7 @@ def load(port: int, jpeg: bytes, clients: int, seconds: float) -> dict:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         while time.monotonic() < stop_at:
             t0 = time.monotonic()
-            try:
-                connection.request("POST", "/detect", body=jpeg, headers={"Content-Type": "image/jpeg"})
-                response = connection.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                status = 0
+            connection, status = post_detect(connection, port, jpeg)
             t1 = time.monotonic()
             if warm_until <= t1 <= stop_at:  # answers completed in the window (a long request is not lost)
                 with lock:
@@ -135,6 +127,18 @@ def load(port: int, jpeg: bytes, clients: int, seconds: float) -> dict:
     for thread in threads:
         thread.join()
     return {"latencies": latencies, "statuses": statuses, "seconds": seconds}
+
+
+def post_detect(connection: http.client.HTTPConnection, port: int, jpeg: bytes):
+    """POST one JPEG to /detect; (the connection to use next, HTTP status or 0 when the connection failed)."""
+    try:
+        connection.request("POST", "/detect", body=jpeg, headers={"Content-Type": "image/jpeg"})
+        response = connection.getresponse()
+        response.read()
+        return connection, response.status
+    except (OSError, http.client.HTTPException):
+        connection.close()
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=60), 0
 
 
 def load_open(port: int, jpeg: bytes, clients: int, rate: float, seconds: float) -> dict:
@@ -153,15 +157,7 @@ def load_open(port: int, jpeg: bytes, clients: int, rate: float, seconds: float)
         due = start + index / rate
         while due < stop_at:
             time.sleep(max(0.0, due - time.monotonic()))
-            try:
-                connection.request("POST", "/detect", body=jpeg, headers={"Content-Type": "image/jpeg"})
-                response = connection.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                status = 0
+            connection, status = post_detect(connection, port, jpeg)
             done = time.monotonic()
             if warm_until <= due:
                 with lock:

@@ -39,8 +39,6 @@ def check_options(source: Path, options: ConvertOptions) -> None:
                               f"{', '.join(PRECISIONS)}{hint}")
     if source.suffix.lower() != ".pt":
         raise UnsupportedModelError(f"{source}: the ncnn target converts from the Ultralytics .pt (PyTorch) model")
-    if options.batch != 1:
-        raise ConversionError("ncnn: --batch is not supported; NCNN runs one image per extractor")
 
 
 def pnnx_executable() -> str:

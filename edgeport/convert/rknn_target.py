@@ -53,8 +53,6 @@ def check_options(source: Path, options: ConvertOptions) -> str:
                               f"{' or '.join(ALGORITHMS)} (the toolkit's {' / '.join(ALGORITHMS.values())})")
     if source.suffix.lower() != ".pt":
         raise UnsupportedModelError(f"{source}: the rknn target converts from the Ultralytics .pt (PyTorch) model")
-    if options.batch != 1:
-        raise ConversionError("rknn: this target writes batch 1 only")
     return platform
 
 
