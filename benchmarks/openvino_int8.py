@@ -47,7 +47,7 @@ def one(model: Path, label: str, target: str, precision: str, controlled: bool, 
     start = time.perf_counter()
     artifact = convert(model, target, options)
     seconds = time.perf_counter() - start
-    value = evaluate(artifact.path, sample.data_yaml(), progress=False).map50_95
+    value = float("nan") if args.latency_only else evaluate(artifact.path, sample.data_yaml(), progress=False).map50_95
     prov = artifact.record.provenance
     kept = (prov.get("accuracy_control", {}).get("float_ops") if target == "openvino"
             else prov.get("fallback", {}).get("int16_layers"))
@@ -64,15 +64,18 @@ def main() -> None:
     parser.add_argument("--calibration-images", type=int, default=80)
     parser.add_argument("--models", default=",".join(str(m) for m in sample.models()))
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "openvino.json")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="convert the float ONNX and the fp32/int8 IRs only and time them (no evaluation)")
     args = parser.parse_args()
+    variants = [v for v in VARIANTS if not args.latency_only or (v[1] == "openvino" and not v[3] and v[2] != "fp16")]
     out = Path(tempfile.mkdtemp(prefix="edgeport-openvino-"))
     rows, latency = [], {}
     frame = load_image(sorted((sample.data_yaml().parent / "images" / "val").glob("*.jpg"))[0])
     for model in [Path(m) for m in args.models.split(",")]:
         base_path = convert(model, "onnx", ConvertOptions(out_dir=out / model.stem, check=False)).path
-        base = evaluate(base_path, sample.data_yaml(), progress=False).map50_95
+        base = float("nan") if args.latency_only else evaluate(base_path, sample.data_yaml(), progress=False).map50_95
         rows.append({"model": model.stem, "variant": "onnx fp32 (baseline)", "map50_95": round(base, 4)})
-        for label, target, precision, controlled in VARIANTS:
+        for label, target, precision, controlled in variants:
             row = one(model, label, target, precision, controlled, args, out / model.stem)
             row["drop_points"] = round((base - row["map50_95"]) * 100, 2)
             rows.append(row)
