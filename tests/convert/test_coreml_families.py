@@ -153,9 +153,12 @@ def test_yolo26n_records_ask_for_top_k_without_nms_as_ultralytics_selects(yolo26
     outputs = proxy.infer(image)
     # conf 0: every one of the max_det best (anchor, class) pairs, no threshold for fp16 rounding to cross
     (found,) = proxy.postprocess(outputs, [Letterbox(1.0, 1.0, 0, 0, (320, 320))], NmsOptions(conf=0.0))
-    assert len(found.score) == len(chosen) == 300
+    # a box wholly off the image clips to zero width or height and is no detection: edgeport drops it
+    clipped = np.clip(chosen[:, :4], 0, 320)
+    on_image = chosen[(clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])]
+    assert len(chosen) == 300 and abs(len(found.score) - len(on_image)) <= 3
     distances = []
-    for row in chosen[:50]:  # the best 50 are there: same class, box and score up to the fp16 weights
+    for row in on_image[:50]:  # the best 50 are there: same class, box and score up to the fp16 weights
         same_class = found.class_id == int(row[5])
         distance = np.where(same_class, np.abs(found.xyxy - np.clip(row[:4], 0, 320)).max(1), np.inf)
         nearest = int(np.argmin(distance))
