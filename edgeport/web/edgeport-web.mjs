@@ -402,7 +402,7 @@ export function postprocess(outputs, record, place, nmsOptions = {}) {
     image_hw: [place.srcH, place.srcW],
     detections: xyxy.map((box, k) => ({
       xyxy: box, score: kept.score[k], class_id: kept.classId[k], class_name: record.names[kept.classId[k]] ?? String(kept.classId[k]),
-    })),
+    })).filter(({ xyxy: [x1, y1, x2, y2] }) => x2 > x1 && y2 > y1),  // a box wholly off the image is none (as Python)
   };
 }
 
