@@ -83,6 +83,7 @@ def test_quickstart_converts_to_every_target_and_ends_with_the_report(tmp_path):
         ("openvino", "fp32"), ("openvino", "int8"), ("ncnn", "fp16")}
     tpu = next(row for row in rows if row["target"] == "tflite" and row["precision"] == "int8")
     assert tpu["edgetpu"].startswith(("260/260", "251/251")) and tpu["family"] == "yolov8, dfl head"
+    assert "## Edge TPU mapping" in (tmp_path / "qs" / "report.md").read_text()  # the Coral user's section
     assert "check: agrees with the float model" in out.stderr
     skips = [line for line in out.stderr.splitlines() if "skipped" in line]  # rknn only, naming the venv's command
     assert any("skipped rknn int8: rknn-toolkit2's isolated venv" in line and "scripts/rknn-venv.sh" in line

@@ -129,7 +129,7 @@ def markdown(report: "Report") -> str:
         out += ["## Robustness", "", _md_table(["artifact"] + names, body), ""]
         out += [f"- **{p['name']}**: {p['description']}; seed {p['seed'] if p['seed'] is not None else 'none (deterministic)'}"
                 f"; {p['status']}" for p in report.perturbations] + [""]
-    coral = [r for r in rows if r.edgetpu]
+    coral = [r for r in report.rows if r.edgetpu]
     if coral:
         out += ["## Edge TPU mapping", "", _md_table(["artifact", "model", "mapping"], [
             [artifact_name(r.artifact), r.family or "?", r.edgetpu] for r in coral]), ""]
