@@ -130,8 +130,10 @@ def _add_registry_flags(p: argparse.ArgumentParser) -> None:
     for flag, (_, text) in precision_flags().items():
         group.add_argument(flag, action="store_true", help=text)
     for option, _ in target_flags().values():
-        p.add_argument(option.flag, dest=_dest(option.flag), help=option.help, default=argparse.SUPPRESS,
-                       **dict(option.argparse))
+        keywords = dict(option.argparse)
+        if "action" not in keywords and "choices" not in keywords:
+            keywords.setdefault("metavar", option.field.upper())
+        p.add_argument(option.flag, dest=_dest(option.flag), help=option.help, default=argparse.SUPPRESS, **keywords)
 
 
 def add_parser(sub) -> None:
