@@ -1,11 +1,12 @@
-"""What every target shares: `ConvertOptions` in, `Artifact` out, the source check and file-name tail.
+"""What every target shares: `ConvertOptions` (the common options) in, `Artifact` out, the source check
+and file-name tail.
 
 Light (no heavy imports): the CLI, the Job and every target module import it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,30 +16,44 @@ from edgeport.errors import ModelNotFoundError, UnsupportedModelError
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """What every converter accepts; targets read the fields that concern them."""
+    """What every converter accepts (the options common to all targets), and in `own` the targets' own
+    options (edgeport.convert.options: TfliteOptions, RknnOptions...); a target absent from `own` runs with
+    its type's defaults. A target reads the first as job.options, its own as job.target_options."""
 
     out_dir: Path = Path("artifacts")
     imgsz: int | None = None  # None: the size the model was trained at
     opset: int = 17
     name: str | None = None  # file stem of the artifact; default: the model's stem
     command: str = ""  # the command line that asked for the conversion (provenance)
-    precision: str = "fp32"  # tflite: fp32, fp16, dynamic, int8; onnx: fp32, fp16, int8; tensorrt: fp16, int8
-    io: str = "uint8"  # tflite int8: input/output type, uint8, int8 or float
+    precision: str = "fp32"  # the target's precision names (Target.precisions): fp32, fp16, int8, dynamic, int8w...
     data: Path | None = None  # calibration source: DATA.yaml, image folder or video
     calibration_images: int = 300
     calibration_method: str | None = None  # None: the target's default (tflite minmax, onnx/tensorrt percentile)
     calibration_dir: Path | None = None  # cache folder of the calibration set
     max_drop: float | None = None  # points of mAP50-95 the artifact may lose against the float model
-    fallback: bool = False  # int8: keep the most sensitive layers in int16 until max_drop holds
     progress: Callable[[str], None] | None = None  # called with one line per step
-    ort_web_dir: Path | None = None  # onnx-web: onnxruntime-web's package or dist folder (else env, node_modules)
-    ort_format: bool = False  # onnx-web: also write the model in onnxruntime's .ort format
-    nms: bool = False  # coreml: also write a pipeline with NonMaximumSuppression (for Vision)
-    nms_iou: float = 0.45  # coreml --nms: the pipeline's default IoU threshold
-    nms_conf: float = 0.25  # coreml --nms: the pipeline's default confidence threshold
     check: bool = True  # run the written artifact against its float source before reporting success
     batch: int = 1  # images per invoke baked into the artifact; 0: a dynamic batch dimension (onnx only)
-    platform: str = "rk3588"  # rknn: the Rockchip SoC the .rknn is built for
+    own: tuple[Any, ...] = ()  # targets' own options, one per type: (TfliteOptions(io="int8"), RknnOptions(...))
+    # the flat keywords of the one-dataclass ConvertOptions, still accepted: each is set in the own options of
+    # every target with that field (io: tflite and edgetpu). Keywords only: the targets read job.target_options.
+    io: InitVar[str | None] = None
+    fallback: InitVar[bool | None] = None
+    ort_web_dir: InitVar[Path | None] = None
+    ort_format: InitVar[bool | None] = None
+    nms: InitVar[bool | None] = None
+    nms_iou: InitVar[float | None] = None
+    nms_conf: InitVar[float | None] = None
+    platform: InitVar[str | None] = None
+
+    def __post_init__(self, io, fallback, ort_web_dir, ort_format, nms, nms_iou, nms_conf, platform) -> None:
+        flat = {"io": io, "fallback": fallback, "ort_web_dir": ort_web_dir, "ort_format": ort_format, "nms": nms,
+                "nms_iou": nms_iou, "nms_conf": nms_conf, "platform": platform}
+        given = {name: value for name, value in flat.items() if value is not None}
+        if given:
+            from edgeport.convert.targets import with_fields
+
+            object.__setattr__(self, "own", with_fields(self.own, given))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""The `edgeport convert` subcommand: its flags read from the target registry, one Job per command,
-and the report of the folder at the end when --data is a DATA.yaml."""
+"""The `edgeport convert` subcommand: its flags read from the target registry (each target's own flags
+build its own options type), one Job per command, and the report of the folder when --data is a DATA.yaml."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
-from edgeport.convert.targets import REGISTRY, precision_flags, target_options
+from edgeport.convert.targets import REGISTRY, precision_flags, target_flags
 
 
 def _say(line: str) -> None:
@@ -22,16 +23,30 @@ def _batch(args: argparse.Namespace) -> int:
     return parse_batch(str(getattr(args, "batch", 1)))
 
 
-def convert_options(args: argparse.Namespace, command: str, precision: str = "fp32", **fields):
-    """ConvertOptions from the convert/quickstart arguments (the fields every target shares), plus `fields`."""
+def _dest(flag: str) -> str:
+    """The argparse attribute of a target's own flag (--ort-web-dir: own_ort_web_dir)."""
+    return "own_" + flag.lstrip("-").replace("-", "_")
+
+
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """flag -> value of the targets' own flags this command line set (unset ones are absent from `args`)."""
+    return {flag: getattr(args, _dest(flag)) for flag in target_flags() if hasattr(args, _dest(flag))}
+
+
+def convert_options(args: argparse.Namespace, command: str, names: list[str], precision: str = "fp32", **fields):
+    """ConvertOptions from the convert/quickstart arguments (the fields every target shares, `fields`), and
+    each of the targets `names` its own options from the same arguments; raises ConversionError for a
+    target flag none of `names` takes."""
     from edgeport.convert import ConvertOptions
+    from edgeport.convert.targets import own_options
 
     shared = dict(out_dir=args.out, imgsz=getattr(args, "imgsz", None), opset=getattr(args, "opset", 17),
                   name=getattr(args, "name", None), command=command, progress=_say, precision=precision,
-                  io=getattr(args, "io", "uint8"), data=args.data, calibration_images=args.calibration_images,
+                  data=args.data, calibration_images=args.calibration_images,
                   calibration_dir=getattr(args, "calibration_dir", None) or args.out / "calib",
                   calibration_method=getattr(args, "calibration_method", None), check=getattr(args, "check", True),
-                  batch=_batch(args), max_drop=getattr(args, "max_drop", None))
+                  batch=_batch(args), max_drop=getattr(args, "max_drop", None),
+                  own=own_options(names, given_flags(args)))
     return ConvertOptions(**{**shared, **fields})
 
 
@@ -44,7 +59,7 @@ def convert_many_and_report(model: Path, names: list[str], args: argparse.Namesp
     from edgeport.evaluate.dataset import is_data_yaml
     from edgeport.report.cli import run_report
 
-    result = Job.of(model, convert_options(args, command)).run_many(names)
+    result = Job.of(model, convert_options(args, command, names)).run_many(names)
     for artifact in result.artifacts:
         print(artifact.path)
     _say(f"convert: {len(result.artifacts)} artifacts written"
@@ -81,9 +96,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.target.strip() == "all" or len(names) > 1:
         return convert_many_and_report(args.model, names, args, command)
     target, precision = names[0], chosen_precision(args, names[0])
-    own = {option.field: getattr(args, option.field) for option, _ in target_options().values()}
-    options = convert_options(args, command, precision, calibration_dir=args.calibration_dir,
-                              max_drop=args.max_drop, **own)
+    options = convert_options(args, command, names, precision, calibration_dir=args.calibration_dir,
+                              max_drop=args.max_drop)
     job = Job.of(args.model, options)
     artifact = job.run(target)
     print(artifact.path)
@@ -110,12 +124,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _add_registry_flags(p: argparse.ArgumentParser) -> None:
-    """The precision flags (one mutually exclusive group) and every target's own flags, from the registry."""
+    """The precision flags (one mutually exclusive group) and every target's own flags, from the registry
+    (no argparse default: the target's options type holds it, and an unset flag is absent from the args)."""
     group = p.add_mutually_exclusive_group()
     for flag, (_, text) in precision_flags().items():
         group.add_argument(flag, action="store_true", help=text)
-    for option, _ in target_options().values():
-        p.add_argument(option.flag, dest=option.field, help=option.help, **dict(option.argparse))
+    for option, _ in target_flags().values():
+        keywords = dict(option.argparse)
+        if "action" not in keywords and "choices" not in keywords:
+            keywords.setdefault("metavar", option.field.upper())
+        p.add_argument(option.flag, dest=_dest(option.flag), help=option.help, default=argparse.SUPPRESS, **keywords)
 
 
 def add_parser(sub) -> None:

@@ -111,11 +111,11 @@ def run_worker(command: list[str], say, stderr_path: Path) -> None:
 
 def convert_coreml(job: Job) -> Artifact:
     """Write DIR/<stem>_coreml_<precision>.mlpackage (+ sidecar), its ONNX proxy and, with
-    options.nms, DIR/<stem>_coreml_<precision>_nms.mlpackage; return the package's Artifact.
+    --nms (job.target_options.nms), DIR/<stem>_coreml_<precision>_nms.mlpackage; return the package's Artifact.
 
     Raises ConversionError, UnsupportedModelError, MissingDependencyError.
     """
-    source, options, say = job.source, job.options, job.say
+    source, options, say, own = job.source, job.options, job.say, job.target_options
     precision = options.precision
     if precision not in PRECISIONS:
         raise ConversionError(f"coreml: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)} "
@@ -125,8 +125,8 @@ def convert_coreml(job: Job) -> Artifact:
     if precision == "w8a8" and options.data is None:
         raise ConversionError("coreml: --w8a8 calibrates its activations on representative images: pass --data "
                               "DATA.yaml, an image folder or a video")
-    if not 0 < options.nms_iou <= 1 or not 0 <= options.nms_conf <= 1:
-        raise ConversionError(f"coreml: NMS thresholds must be in 0..1 (iou {options.nms_iou}, conf {options.nms_conf})")
+    if not 0 < own.nms_iou <= 1 or not 0 <= own.nms_conf <= 1:
+        raise ConversionError(f"coreml: NMS thresholds must be in 0..1 (iou {own.nms_iou}, conf {own.nms_conf})")
     import importlib.util
 
     if importlib.util.find_spec("coremltools") is None:
@@ -139,7 +139,7 @@ def convert_coreml(job: Job) -> Artifact:
         request = {"source": str(source.resolve()), "out": str(out.resolve()), "proxy": str(proxy.resolve()),
                "imgsz": options.imgsz, "precision": precision, "result": str(Path(tmp) / "result.json"),
                "provenance": provenance(source, options.command),
-               "nms": {"iou": options.nms_iou, "conf": options.nms_conf} if options.nms else None,
+               "nms": {"iou": own.nms_iou, "conf": own.nms_conf} if own.nms else None,
                "calibration": None}
         if precision == "w8a8":
             request["calibration"] = _calibration(job, Path(tmp), request)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from edgeport.convert.base import Artifact
 from edgeport.convert.edgetpu_compat import analyze
 from edgeport.convert.job import Job, write_record
+from edgeport.convert.options import TfliteOptions
 from edgeport.devices.coral.compiler import compile_model
 from edgeport.errors import ConversionError
 
@@ -16,10 +17,10 @@ from edgeport.errors import ConversionError
 def convert_edgetpu(job: Job) -> Artifact:
     """Write the Edge TPU-ready int8 model, DIR/<name>_edgetpu_compat.json and, when the compiler is
     installed, DIR/<name>_edgetpu.tflite (returned then; else the uncompiled int8 model)."""
-    options, say = job.options, job.say
-    if options.io == "float":
+    options, say, io = job.options, job.say, job.target_options.io
+    if io == "float":
         raise ConversionError("edgetpu: the Edge TPU needs integer input and output; use --io uint8 or int8")
-    int8 = job.convert("tflite", precision="int8")
+    int8 = job.convert("tflite", precision="int8", own=(TfliteOptions(io=io),))
     report = analyze(int8.path)
     say(report.summary())
     compiled, log, message = compile_model(int8.path, options.out_dir)

@@ -1,8 +1,9 @@
 """`Job`: one source converted to one or more targets, with one calibration set, one progress channel,
 one way of writing records, and the agreement check (edgeport.convert.verify) after each target.
 
-Targets take the Job (`convert_x(job) -> Artifact`); `job.derive(...)` hands a target built on another
-(edgetpu on tflite, onnx-web on onnx) the same calibration set and progress.
+Targets take the Job (`convert_x(job) -> Artifact`) and read `job.options` (what every target takes) and
+`job.target_options` (their own options type, from the registry); `job.derive(...)` hands a target built on
+another (edgetpu on tflite, onnx-web on onnx) the same calibration set and progress.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Job:
     source: Path
     options: ConvertOptions
     shared: _Shared = field(default_factory=_Shared)
+    target: str | None = None  # the target now running (set by Job.convert)
 
     @classmethod
     def of(cls, model: str | Path, options: ConvertOptions = ConvertOptions()) -> Job:
@@ -50,9 +52,15 @@ class Job:
         """The progress channel: one line per step (options.progress, or nothing)."""
         return self.options.progress or _quiet
 
+    @property
+    def target_options(self) -> Any:
+        """The running target's own options (its Target.options type): the one in options.own, else the type's
+        defaults; None for a target without an options type, or outside Job.convert."""
+        return BY_NAME[self.target].own(self.options.own) if self.target in BY_NAME else None
+
     def derive(self, **changes: Any) -> Job:
-        """This job with some options changed (precision, out_dir, check...), sharing its calibration set."""
-        return Job(self.source, replace(self.options, **changes), self.shared)
+        """This job with some options changed (precision, out_dir, own, check...), sharing its calibration set."""
+        return replace(self, options=replace(self.options, **changes))
 
     def model(self):
         """The SourceModel of the .pt source at options.imgsz (loaded once per process)."""
@@ -84,7 +92,7 @@ class Job:
 
     def convert(self, name: str, **changes: Any) -> Artifact:
         """Run target `name` on this job (options changed by `changes`), without the agreement check."""
-        job = self.derive(**changes) if changes else self
+        job = replace(self.derive(**changes) if changes else self, target=name)
         target = lookup(name)
         check_batch(name, job.options)
         job.options.out_dir.mkdir(parents=True, exist_ok=True)

@@ -104,9 +104,6 @@ def check_precision(target: str, options: ConvertOptions) -> None:
     """Raise ConversionError, before any work, for a precision `target` lacks or int8 without data."""
     if options.precision not in PRECISIONS:
         raise ConversionError(f"{target}: unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if options.fallback:
-        raise ConversionError(f"{target}: --fallback (int16 layers) exists for the tflite target only; use "
-                              "--calibration-method to change the int8 ranges")
     if options.precision == "int8" and options.data is None:
         raise ConversionError(f"{target}: --int8 needs representative images: pass --data DATA.yaml, an image "
                               "folder or a video")

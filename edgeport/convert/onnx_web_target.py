@@ -149,7 +149,8 @@ def convert_onnx_web(job: Job) -> Artifact:
     if precision not in BACKEND_OF:
         raise ConversionError(f"onnx-web: precision {precision!r} is not offered; use fp32 (default), "
                               "--int8 --data D (WASM backend) or --fp16 (WebGPU)")
-    dist, ort_version = find_ort_web(options.ort_web_dir)  # before the slow part: fail fast
+    own = job.target_options
+    dist, ort_version = find_ort_web(own.ort_web_dir)  # before the slow part: fail fast
     if ort_version != ORT_WEB_VERSION:
         say(f"onnx-web: warning: onnxruntime-web {ort_version} in {dist}; the page is tested with {ORT_WEB_VERSION}")
     web_dir = web_dir_for(source, options)
@@ -174,7 +175,7 @@ def convert_onnx_web(job: Job) -> Artifact:
     files = _copy_runtime(dist, web_dir, {"wasm", backend})
     entry = {"file": out.name, "record": sidecar.name, "precision": precision, "backend": backend,
              "sha256": sha256_file(out), "size_bytes": out.stat().st_size}
-    if options.ort_format:
+    if own.ort_format:
         ort_file = write_ort_format(out)
         say(f"onnx-web: wrote {ort_file.name} (ORT format; the page loads it with ?format=ort)")
         entry["ort_file"] = ort_file.name

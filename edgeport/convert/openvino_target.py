@@ -32,9 +32,6 @@ def check_options(options: ConvertOptions) -> None:
     if options.precision not in PRECISIONS:
         raise ConversionError(f"openvino: unknown precision {options.precision!r}; choose one of "
                               f"{', '.join(PRECISIONS)}")
-    if options.fallback:
-        raise ConversionError("openvino: --fallback (int16 layers) is the tflite target's; here --max-drop alone "
-                              "runs NNCF's accuracy control (it keeps the costly layers in float)")
     if options.precision == "int8" and options.data is None:
         raise ConversionError("openvino: --int8 needs representative images: pass --data DATA.yaml, an image "
                               "folder or a video")

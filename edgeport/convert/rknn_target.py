@@ -36,9 +36,9 @@ SIMULATOR_LABEL = ("simulator (x86): rknn-toolkit2's simulator running the same 
 FP16_SIMULATOR_LABEL = "simulator (x86): rknn-toolkit2's simulator running the same fp16 build, not the NPU"
 
 
-def check_options(source: Path, options: ConvertOptions) -> str:
+def check_options(source: Path, options: ConvertOptions, platform: str = DEFAULT_PLATFORM) -> str:
     """Refuse, in one line and before any work, what this target cannot do; return the platform."""
-    platform = (getattr(options, "platform", None) or DEFAULT_PLATFORM).lower()
+    platform = platform.lower()
     if platform not in PLATFORMS:
         raise ConversionError(f"rknn: unknown --platform {platform!r}; rknn-toolkit2 2.5 builds for: "
                               f"{', '.join(PLATFORMS)}")
@@ -142,7 +142,7 @@ def convert_rknn(job: Job) -> Artifact:
     """Write DIR/<stem>_rknn_<platform>.rknn (+ sidecar record) and its simulator bundle .rknnsim; return the
     Artifact. Raises ConversionError, UnsupportedModelError, RknnVenvMissingError (a MissingDependencyError)."""
     source, options, say = job.source, job.options, job.say
-    platform = check_options(source, options)
+    platform = check_options(source, options, job.target_options.platform)
     venv_python()  # a missing venv fails here, before any work
     out, bundle = artifact_paths(source, options, platform)
     loaded = job.model()

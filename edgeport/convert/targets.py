@@ -1,4 +1,4 @@
-"""The target registry: every converter's name, entry point, precisions and own options, as data.
+"""The target registry: every converter's name, entry point, precisions, own options type and flags, as data.
 
 The CLI reads it for `--target` choices, `--target all`, the precision flags and each target's own
 flags; `Target.convert(job)` imports the chosen module only then (`edgeport --help` stays fast).
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from edgeport.convert.options import CoremlOptions, EdgeTpuOptions, OnnxWebOptions, RknnOptions, TfliteOptions
 from edgeport.errors import ConversionError
 
 if TYPE_CHECKING:  # types only: the Job imports this module
@@ -32,8 +33,8 @@ class Precision:
 
 @dataclass(frozen=True)
 class Option:
-    """One of a target's own command-line options: the flag, the ConvertOptions field it sets and the
-    rest of argparse's keywords (type, default, choices, action, metavar)."""
+    """One of a target's own command-line flags: the flag, the field of the target's options type it sets
+    and the rest of argparse's keywords (type, choices, action, metavar; the default is the type's)."""
 
     flag: str
     field: str
@@ -44,7 +45,9 @@ class Option:
 @dataclass(frozen=True)
 class Target:
     """A converter. `entry` is "module:function" with function(job: Job) -> Artifact (or, the older
-    shape, function(source: Path, options: ConvertOptions) -> Artifact, called through an adapter)."""
+    shape, function(source: Path, options: ConvertOptions) -> Artifact, called through an adapter).
+    `options` is its own options type (a frozen dataclass; the function reads it as job.target_options),
+    `flags` the command-line flags that set its fields."""
 
     name: str
     entry: str
@@ -54,7 +57,8 @@ class Target:
     calibration_methods: tuple[str, ...] = ()
     extra: str = "convert"  # the pip extra that brings its dependencies
     batches: tuple[str, ...] = ()  # "fixed" (--batch N), "dynamic" (--batch dynamic); () batch 1 only
-    options: tuple[Option, ...] = ()  # the target's own flags (ConvertOptions fields only it reads)
+    options: type | None = None  # its own options type (edgeport.convert.options); None: it has none
+    flags: tuple[Option, ...] = ()  # its own flags, each setting one field of `options`
     single: str | None = None  # what `--target NAME` alone writes, when not fp32 (see single_default)
     frigate: bool = False  # Job.run writes a Frigate config beside the artifact (edgeport.convert.frigate)
 
@@ -65,6 +69,13 @@ class Target:
         """The precision of `--target NAME` without a precision flag: `single` where set (fp16 on coreml and
         ncnn), else fp32 where the target writes it, else its default (int8 on edgetpu and rknn)."""
         return self.single or ("fp32" if "fp32" in self.precision_names() else self.default)
+
+    def own(self, given: Iterable[Any] = ()) -> Any:
+        """Its own options: the instance of its options type among `given`, else the type's defaults; None
+        for a target without an options type."""
+        if self.options is None:
+            return None
+        return next((o for o in given if type(o) is self.options), None) or self.options()
 
     def convert(self, job: Job) -> Artifact:
         """Import the entry and run it on `job` (job.options.precision set); return its Artifact."""
@@ -82,23 +93,22 @@ FP16 = Precision("fp16", "float16 weights and compute, float32 I/O", flag="--fp1
 INT8 = Precision("int8", "static int8 QDQ (decode in float), calibrated on --data", needs_data=True, flag="--int8")
 ORT_METHODS = ("percentile", "minmax", "entropy")
 IO = Option("--io", "io", "int8 input/output type (default uint8: camera frames go in without a float pass)",
-            (("choices", ("uint8", "int8", "float")), ("default", "uint8")))
-TFLITE_OPTIONS = (IO, Option("--fallback", "fallback", "int8: when --max-drop is missed, keep the most sensitive "
-                             "layers in int16 until it holds", (("action", "store_true"),)))
-WEB_OPTIONS = (
+            (("choices", ("uint8", "int8", "float")),))
+TFLITE_FLAGS = (IO, Option("--fallback", "fallback", "int8: when --max-drop is missed, keep the most sensitive "
+                           "layers in int16 until it holds", (("action", "store_true"),)))
+WEB_FLAGS = (
     Option("--ort-web-dir", "ort_web_dir", "onnx-web: onnxruntime-web's package folder (default: "
-           "$EDGEPORT_ORT_WEB_DIR, else node_modules)", (("type", Path), ("default", None))),
+           "$EDGEPORT_ORT_WEB_DIR, else node_modules)", (("type", Path),)),
     Option("--ort-format", "ort_format", "onnx-web: also write the model in onnxruntime's .ort format (the page: "
            "?format=ort)", (("action", "store_true"),)))
-COREML_OPTIONS = (
+COREML_FLAGS = (
     Option("--nms", "nms", "coreml: also write <name>_nms.mlpackage, a pipeline with NonMaximumSuppression for "
            "Vision", (("action", "store_true"),)),
-    Option("--nms-iou", "nms_iou", "coreml --nms: default IoU threshold (0.45)", (("type", float), ("default", 0.45))),
-    Option("--nms-conf", "nms_conf", "coreml --nms: default confidence threshold (0.25)",
-           (("type", float), ("default", 0.25))))
-RKNN_OPTIONS = (
+    Option("--nms-iou", "nms_iou", "coreml --nms: default IoU threshold (0.45)", (("type", float),)),
+    Option("--nms-conf", "nms_conf", "coreml --nms: default confidence threshold (0.25)", (("type", float),)))
+RKNN_FLAGS = (
     Option("--platform", "platform", "rknn: the Rockchip SoC to build for (default rk3588; rk3576, rk3568, rk3566, "
-           "rk3562, rv1103, rv1106, ...)", (("default", "rk3588"),)),)
+           "rk3562, rv1103, rv1106, ...)"),)
 
 REGISTRY: tuple[Target, ...] = (
     Target("onnx", "edgeport.convert.onnx_target:convert_onnx", (FP32, FP16, INT8), "fp32", "int8", ORT_METHODS,
@@ -107,12 +117,12 @@ REGISTRY: tuple[Target, ...] = (
            (FP32, Precision("fp16", "float16 weights", flag="--fp16"),
             Precision("dynamic", "dynamic-range int8 (int8 weights)", flag="--dynamic"),
             Precision("int8", "full-integer int8", needs_data=True, flag="--int8")), "fp32", "int8",
-           ("minmax", "percentile"), batches=("fixed",), options=TFLITE_OPTIONS),
+           ("minmax", "percentile"), batches=("fixed",), options=TfliteOptions, flags=TFLITE_FLAGS),
     Target("edgetpu", "edgeport.convert.edgetpu_target:convert_edgetpu",
            (Precision("int8", "full-integer int8 (always)", needs_data=True, flag="--int8"),), "int8", None,
-           ("minmax", "percentile"), options=(IO,), frigate=True),
+           ("minmax", "percentile"), options=EdgeTpuOptions, flags=(IO,), frigate=True),
     Target("onnx-web", "edgeport.convert.onnx_web_target:convert_onnx_web", (FP32, FP16, INT8), "fp32", "int8",
-           ORT_METHODS, extra="web", options=WEB_OPTIONS),
+           ORT_METHODS, extra="web", options=OnnxWebOptions, flags=WEB_FLAGS),
     Target("tensorrt", "edgeport.convert.tensorrt_target:convert_tensorrt", (FP32, FP16, INT8), "fp16", "int8",
            ORT_METHODS, frigate=True),
     Target("coreml", "edgeport.convert.coreml_target:convert_coreml",
@@ -122,7 +132,7 @@ REGISTRY: tuple[Target, ...] = (
             Precision("w8a8", "int8 weights and activations, activations calibrated on --data (in torch)",
                       needs_data=True, flag="--w8a8"),
             Precision("palette6", "6-bit palettized weights, fp16 compute", flag="--palettize")), "fp16", "int8w",
-           extra="coreml", options=COREML_OPTIONS, single="fp16"),
+           extra="coreml", options=CoremlOptions, flags=COREML_FLAGS, single="fp16"),
     # OpenVINO IR; int8 through NNCF (its own calibration: no --calibration-method), --max-drop: accuracy control
     Target("openvino", "edgeport.convert.openvino_target:convert_openvino",
            (FP32, Precision("fp16", "float16 weights (compressed), compute at the device's precision", flag="--fp16"),
@@ -136,7 +146,7 @@ REGISTRY: tuple[Target, ...] = (
     Target("rknn", "edgeport.convert.rknn_target:convert_rknn",
            (Precision("int8", "int8 quantized by rknn-toolkit2, calibrated on --data", needs_data=True, flag="--int8"),
             Precision("fp16", "float16 on the NPU (no quantization)", flag="--fp16")), "int8", None,
-           ("minmax", "entropy"), extra="rknn", options=RKNN_OPTIONS, frigate=True),
+           ("minmax", "entropy"), extra="rknn", options=RknnOptions, flags=RKNN_FLAGS, frigate=True),
 )
 BY_NAME: dict[str, Target] = {t.name: t for t in REGISTRY}
 
@@ -153,13 +163,54 @@ def precision_flags() -> dict[str, tuple[str, str]]:
             for flag, (name, helps) in flags.items()}
 
 
-def target_options() -> dict[str, tuple[Option, list[str]]]:
-    """flag -> (Option, the targets that read it), in registry order (a shared flag such as --io once)."""
-    options: dict[str, tuple[Option, list[str]]] = {}
+def target_flags() -> dict[str, tuple[Option, list[str]]]:
+    """flag -> (Option, the targets that take it), in registry order (a shared flag such as --io once)."""
+    flags: dict[str, tuple[Option, list[str]]] = {}
     for target in REGISTRY:
-        for option in target.options:
-            options.setdefault(option.flag, (option, []))[1].append(target.name)
-    return options
+        for option in target.flags:
+            flags.setdefault(option.flag, (option, []))[1].append(target.name)
+    return flags
+
+
+def refuse_foreign(names: list[str], flags: Iterable[str]) -> None:
+    """Raise ConversionError, in one line, for the first of `flags` that none of the targets `names` takes,
+    naming the targets that own it."""
+    taken = {option.flag for name in names for option in BY_NAME[name].flags}
+    owners = target_flags()
+    for flag in flags:
+        if flag not in taken:
+            owned = owners[flag][1] if flag in owners else []
+            whose = (f"an option of the {' and '.join(owned)} target{'s' if len(owned) > 1 else ''} only" if owned
+                     else "no target's option")
+            raise ConversionError(f"{flag} is {whose}; --target {','.join(names)} does not take it")
+
+
+def own_options(names: list[str], given: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Each of the targets `names` its own options from `given` (flag -> value, the flags the user set; the
+    rest keep the type's defaults), after refusing a flag none of them takes (ConversionError)."""
+    refuse_foreign(names, given)
+    return tuple(BY_NAME[name].options(**{o.field: given[o.flag] for o in BY_NAME[name].flags if o.flag in given})
+                 for name in names if BY_NAME[name].options is not None)
+
+
+def set_flags(own: Any) -> list[str]:
+    """The flags of the fields that `own` (a target's own options) sets away from its type's defaults."""
+    default = type(own)()
+    return list(dict.fromkeys(option.flag for target in REGISTRY if type(own) is target.options
+                              for option in target.flags
+                              if getattr(own, option.field) != getattr(default, option.field)))
+
+
+def with_fields(own: tuple[Any, ...], values: Mapping[str, Any]) -> tuple[Any, ...]:
+    """`own` with `values` (field -> value) set in every target's options type that has such a field (io: tflite
+    and edgetpu), a type missing from `own` added: how ConvertOptions' flat keywords (nms=True) still work."""
+    result = list(own)
+    for options_type in dict.fromkeys(t.options for t in REGISTRY if t.options is not None):
+        changes = {k: v for k, v in values.items() if k in {f.name for f in fields(options_type)}}
+        if changes:
+            current = next((o for o in result if type(o) is options_type), None)
+            result = [o for o in result if o is not current] + [replace(current or options_type(), **changes)]
+    return tuple(result)
 
 
 def parse_batch(text: str) -> int:

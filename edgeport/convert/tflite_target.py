@@ -17,6 +17,7 @@ from pathlib import Path
 from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec
 from edgeport.convert.base import Artifact, ConvertOptions, batch_suffix
 from edgeport.convert.job import Job, write_record
+from edgeport.convert.options import TfliteOptions
 from edgeport.convert.provenance import provenance
 from edgeport.convert.tflite_int8 import calibration_stats, quantize_float_ops, quantize_int8
 from edgeport.errors import ConversionError, MissingDependencyError, UnsupportedModelError
@@ -56,11 +57,11 @@ def build_record(path: Path, source, precision: str, prov: dict) -> ArtifactReco
         target="tflite", precision=precision, provenance={**prov, "head": source.describe()})
 
 
-def check_options(source: Path, options: ConvertOptions) -> ConvertOptions:
+def check_options(source: Path, options: ConvertOptions, own: TfliteOptions) -> ConvertOptions:
     """Refuse, before any work, what this target cannot do; return the options with defaults filled in."""
     if options.calibration_method is None:
         options = replace(options, calibration_method="minmax")
-    precision, io = options.precision, options.io
+    precision, io = options.precision, own.io
     if precision not in PRECISIONS:
         raise ConversionError(f"tflite: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if io not in IO_TYPES:
@@ -74,7 +75,7 @@ def check_options(source: Path, options: ConvertOptions) -> ConvertOptions:
                               f"this target calibrates with: {', '.join(METHODS)}")
     from edgeport.evaluate.dataset import is_data_yaml
 
-    if options.fallback and options.max_drop is not None and not is_data_yaml(options.data):
+    if own.fallback and options.max_drop is not None and not is_data_yaml(options.data):
         raise ConversionError("tflite: --fallback measures accuracy and needs a labelled DATA.yaml as --data")
     if precision == "int8" and options.data is None:
         raise ConversionError("tflite: --int8 needs representative images: pass --data DATA.yaml, an image folder "
@@ -97,12 +98,13 @@ def export_float(loaded, float_path: Path, batch: int = 1) -> None:
         raise ConversionError(f"tflite: litert-torch conversion failed: {str(exc).splitlines()[0]}") from exc
 
 
-def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertOptions, prov: dict, say,
-             calibrated: Path | None = None) -> None:
-    """Write `out` at options.precision from the float flatbuffer (int8: calibrated, optional int16 fallback).
-    `calibrated`: the batch-1 float flatbuffer whose ranges a batch-N `float_path` takes (default: itself)."""
+def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertOptions, own: TfliteOptions,
+             prov: dict, say, calibrated: Path | None = None) -> None:
+    """Write `out` at options.precision from the float flatbuffer (int8 at own.io: calibrated, optional int16
+    fallback). `calibrated`: the batch-1 float flatbuffer whose ranges a batch-N `float_path` takes (default:
+    itself)."""
     calibrated = calibrated or float_path
-    precision, io = options.precision, options.io
+    precision, io = options.precision, own.io
     try:
         if precision == "fp32":
             out.write_bytes(float_path.read_bytes())
@@ -122,7 +124,7 @@ def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertO
                 say(f"tflite: {len(fallbacks.reasons)} tensors had degenerate calibration statistics and got a "
                     f"fallback range (named in the record): {', '.join(list(fallbacks.reasons)[:6])}")
             qt = quantize_int8(float_path, out, io, stats)
-            if options.fallback and options.max_drop is not None:
+            if own.fallback and options.max_drop is not None:
                 from edgeport.convert.fallback import accuracy_fallback
 
                 def record_for(path: Path, label: str) -> ArtifactRecord:
@@ -152,9 +154,9 @@ def describe_integer(record: ArtifactRecord, prov: dict, io: str) -> str:
 
 def convert_tflite(job: Job) -> Artifact:
     """Write DIR/<stem>_<precision>.tflite and its sidecar record; return the Artifact."""
-    source, say = job.source, job.say
-    options = check_options(source, job.options)
-    precision, io = options.precision, options.io
+    source, say, own = job.source, job.say, job.target_options
+    options = check_options(source, job.options, own)
+    precision, io = options.precision, own.io
     loaded = job.model()  # conv+bn fused, as Ultralytics' export does
     calibration = job.calibration(loaded.imgsz) if precision == "int8" else None
     suffix = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic_int8",
@@ -177,7 +179,7 @@ def convert_tflite(job: Job) -> Artifact:
             calibrated = Path(tmp) / "float_batch1.tflite"
             say("tflite: calibrating on the batch-1 graph (same tensor names), then quantizing the batch-N graph")
             export_float(loaded, calibrated, 1)
-        quantize(float_path, out, loaded, calibration, options, prov, say, calibrated)
+        quantize(float_path, out, loaded, calibration, options, own, prov, say, calibrated)
     from edgeport.convert.tflite_ops import float_ops
 
     prov["ops_left_in_float"] = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []

@@ -4,6 +4,7 @@ targets of the older (source, options) shape through the adapter, CLI flags read
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,17 @@ def convert_older_shape(source: Path, options: ConvertOptions) -> Artifact:
     return Artifact(out, _record("older", options.precision, {}))
 
 
+@dataclass(frozen=True)
+class OlderOptions:
+    knob: int = 17
+
+
 INT8 = Precision("int8", "stand-in int8", needs_data=True, flag="--int8")
 STAND_INS = (Target("stand-a", f"{__name__}:convert_stand_in", (Precision("fp32", "float32"), INT8), "fp32", "int8"),
              Target("stand-b", f"{__name__}:convert_stand_in", (INT8,), "int8"),
              Target("older", f"{__name__}:convert_older_shape", (Precision("fp32", "float32"),), "fp32",
-                    options=(targets.Option("--older-knob", "opset", "older: a knob", (("type", int), ("default", 17))),)))
+                    options=OlderOptions,
+                    flags=(targets.Option("--older-knob", "knob", "older: a knob", (("type", int),)),)))
 
 
 @pytest.fixture
@@ -109,10 +116,11 @@ def test_write_record_embeds_in_onnx_and_writes_the_sidecar_when_asked(tmp_path)
 
 def test_cli_precision_and_target_flags_come_from_the_registry(stand_ins, capsys):
     from edgeport.cli import build_parser
+    from edgeport.convert.cli import convert_options
 
     parser = build_parser()
     args = parser.parse_args(["convert", "m.pt", "--target", "older", "--older-knob", "19", "--int8"])
-    assert args.opset == 19 and args.int8
+    assert convert_options(args, "", ["older"]).own == (OlderOptions(knob=19),) and args.int8
     with pytest.raises(SystemExit):
         parser.parse_args(["convert", "--help"])
     text = " ".join(capsys.readouterr().out.split())
