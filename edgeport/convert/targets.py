@@ -172,6 +172,11 @@ def target_flags() -> dict[str, tuple[Option, list[str]]]:
     return flags
 
 
+# what a user who gave a flag to the wrong target most likely wants instead
+FLAG_HINTS = {"--fallback": " (--max-drop N alone keeps the layers that cost accuracy in float on onnx, "
+                            "tensorrt, openvino and tflite)"}
+
+
 def refuse_foreign(names: list[str], flags: Iterable[str]) -> None:
     """Raise ConversionError, in one line, for the first of `flags` that none of the targets `names` takes,
     naming the targets that own it."""
@@ -182,7 +187,8 @@ def refuse_foreign(names: list[str], flags: Iterable[str]) -> None:
             owned = owners[flag][1] if flag in owners else []
             whose = (f"an option of the {' and '.join(owned)} target{'s' if len(owned) > 1 else ''} only" if owned
                      else "no target's option")
-            raise ConversionError(f"{flag} is {whose}; --target {','.join(names)} does not take it")
+            hint = FLAG_HINTS.get(flag, "")
+            raise ConversionError(f"{flag} is {whose}; --target {','.join(names)} does not take it{hint}")
 
 
 def own_options(names: list[str], given: Mapping[str, Any]) -> tuple[Any, ...]:

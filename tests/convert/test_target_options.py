@@ -70,6 +70,9 @@ def test_target_all_and_a_list_build_each_targets_options_from_the_same_args():
                                            "does not take it"),
     (("--target", "ncnn", "--io", "int8"), "--io is an option of the tflite and edgetpu targets only; --target ncnn "
                                            "does not take it"),
+    (("--target", "openvino", "--int8", "--fallback"),
+     "--fallback is an option of the tflite target only; --target openvino does not take it (--max-drop N alone "
+     "keeps the layers that cost accuracy in float on onnx, tensorrt, openvino and tflite)"),
 ])
 def test_a_foreign_flag_is_refused_in_one_line_naming_its_owner(argv, message, sample_model, tmp_path, capsys):
     from edgeport.cli import main
