@@ -44,7 +44,8 @@ def test_each_device_class_gets_the_fastest_artifact_within_the_budget():
             row("m_coreml.mlpackage", "coreml", "fp16", None, None, status=NOT_EXECUTABLE)]
     chosen = picks(report_of(rows))
     assert chosen == {"Coral Edge TPU": "m_full_integer_int8.tflite",  # 2.5 points is over the 1-point default
-                      "Raspberry Pi / ARM CPU": "m_full_integer_int8.tflite", "Jetson": "m_trt_int8.onnx",  # smaller proxy
+                      "Raspberry Pi / ARM CPU": "m_full_integer_int8.tflite",
+                      "Jetson": "m_trt_int8.onnx",  # the smaller proxy
                       "iPhone / Mac": None, "browser": None, "Intel CPU / GPU / NPU (OpenVINO)": None,
                       "Rockchip NPU": None}
     by_device = {r.device: r for r in summarize(report_of(rows))}
