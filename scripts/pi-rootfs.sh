@@ -5,7 +5,7 @@
 #
 #   scripts/pi-rootfs.sh build                 debootstrap the rootfs and make /venv (cached; ~4-6 min once)
 #   scripts/pi-rootfs.sh install [EXTRAS]      build, then pip install this tree's edgeport[EXTRAS] into /venv
-#                                              (default tflite,onnx,daemon; skipped when nothing changed)
+#                                              (default tflite,onnx,ncnn,daemon; skipped if unchanged)
 #   scripts/pi-rootfs.sh run [-v HOST[:GUEST][:rw]]... [-w DIR] -- CMD...
 #                                              install, then run CMD inside (/venv/bin first on PATH); this tree
 #                                              is mounted read-only at /project; -v mounts more (read-only unless
@@ -25,7 +25,7 @@ SUITE=bookworm
 RECIPE="edgeport-pi-rootfs 1 $SUITE arm64 minbase python3 python3-venv"  # change it to force a rebuild
 BUILT_STAMP=.edgeport-rootfs      # written last by `build`: its absence means an incomplete rootfs
 INSTALLED_STAMP=.edgeport-installed
-DEFAULT_EXTRAS=tflite,onnx,daemon
+DEFAULT_EXTRAS=tflite,onnx,ncnn,daemon
 
 say() { echo "pi-rootfs: $*" >&2; }
 die() { echo "pi-rootfs: error: $*" >&2; exit 1; }

@@ -39,7 +39,7 @@ else
 fi
 
 # The emulated Raspberry Pi of the tests marked arm64: an arm64 Debian 12 rootfs (debootstrap + qemu-user-static,
-# about 5 minutes once, cached in ~/.cache/edgeport/pi-rootfs) with this tree's edgeport[tflite,onnx,daemon]
+# about 5 minutes once, cached in ~/.cache/edgeport/pi-rootfs) with this tree's edgeport[tflite,onnx,ncnn,daemon]
 # installed from wheels only. Needs root or passwordless sudo; EDGEPORT_SKIP_PI=1 leaves it out. Without it the
 # arm64 tests skip, and fail under CI=true.
 if [ "${EDGEPORT_SKIP_PI:-}" = 1 ]; then

@@ -227,3 +227,12 @@ def openvino_irs(tmp_path_factory, sample_model, sample_data) -> dict:
     return {precision: convert(sample_model, "openvino", ConvertOptions(
         out_dir=out, precision=precision, data=sample_data, calibration_images=8, calibration_dir=out / "calib"))
         for precision in ("fp32", "int8")}
+
+
+@pytest.fixture(scope="session")
+def ncnn_artifact(tmp_path_factory, sample_model, sample_data):
+    """The Artifact of `--target ncnn` (default fp16): `<stem>_ncnn_model/` and its sidecar, agreement-checked."""
+    from edgeport.convert import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("ncnn")
+    return convert(sample_model, "ncnn", ConvertOptions(out_dir=out, precision="fp16", data=sample_data))

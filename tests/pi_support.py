@@ -57,7 +57,7 @@ class Pi:
 
 @pytest.fixture(scope="session")
 def pi() -> Pi:
-    """The emulated Pi with this tree's edgeport[tflite,onnx,daemon] installed. Outside CI, a missing rootfs
+    """The emulated Pi with this tree's edgeport[tflite,onnx,ncnn,daemon] installed. Outside CI, a missing rootfs
     skips (building one takes minutes: scripts/pi-rootfs.sh build, or scripts/setup.sh); under CI it is built."""
     status = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, text=True)
     if status.returncode == 1 and not _in_ci():

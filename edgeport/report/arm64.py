@@ -1,4 +1,4 @@
-"""The report's arm64 rows: each TFLite and ONNX artifact evaluated inside the emulated Raspberry Pi
+"""The report's arm64 rows: each TFLite, ONNX and NCNN artifact evaluated inside the emulated Raspberry Pi
 (scripts/pi-rootfs.sh: Debian 12 arm64 under qemu-user), compared with its x86 row; never a latency.
 
 `python -m edgeport.report.arm64 OUT.json ARTIFACT... --data DATA.yaml` is the worker run inside the rootfs.
@@ -19,9 +19,9 @@ from edgeport.errors import ConfigError
 from edgeport.evaluate.metrics import ImageEval
 
 # what a Raspberry Pi runs on its CPU: the record's target, opened by one of these backends
-PI_TARGETS = ("onnx", "tflite", "edgetpu")  # edgetpu: the full-integer TFLite a Pi without a Coral runs
+PI_TARGETS = ("onnx", "tflite", "edgetpu", "ncnn")  # edgetpu: the full-integer TFLite a Pi without a Coral runs
 PI_BACKENDS: dict[str, tuple[str, ...]] = {"litert": ("ai-edge-litert", "tflite-runtime"),
-                                           "onnxruntime": ("onnxruntime",)}
+                                           "onnxruntime": ("onnxruntime",), "ncnn": ("ncnn",)}
 SCRIPT_ENV = "EDGEPORT_PI_SCRIPT"
 NOTE = ("measured inside the emulated Raspberry Pi (Debian 12 arm64 rootfs under qemu-user, the Pi's own CPU "
         "kernels); agreement and score shift are against the x86 row of the same file; no latency: emulated "
@@ -170,15 +170,21 @@ def arm64_row(x86: Any, x86_predictions: list[ImageEval], result: dict[str, Any]
         over_budget=False)
 
 
+def plan(measured: Sequence[tuple[Any, Any]], predictions: dict[Path, Any]) -> list[tuple[Any, Any]]:
+    """The (Found, ReportRow) pairs of `measured` that --arm64 evaluates inside the emulated Pi: those a
+    Raspberry Pi runs on its CPU (runs_on_pi) whose x86 predictions are at hand, in report order."""
+    return [(found, row) for found, row in measured if runs_on_pi(found) and found.path in predictions]
+
+
 def arm64_rows(measured: Sequence[tuple[Any, Any]], predictions: dict[Path, list[ImageEval]], base: Any,
                data_yaml: str | Path, work: Path, progress: bool = True,
                say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> list[Any]:
-    """One arm64 row per (Found, ReportRow) of `measured` that a Raspberry Pi runs (TFLite, ONNX), evaluated
-    on `data_yaml` inside the emulated Pi; `predictions` are the x86 ones by artifact path, `base` the
-    float baseline's EvalResult. When the emulated Pi cannot be used, each row says why (nothing is lost)."""
-    pairs = [(found, row) for found, row in measured if runs_on_pi(found) and found.path in predictions]
+    """One arm64 row per (Found, ReportRow) of `measured` that a Raspberry Pi runs (TFLite, ONNX, NCNN),
+    evaluated on `data_yaml` inside the emulated Pi; `predictions` are the x86 ones by artifact path, `base`
+    the float baseline's EvalResult. When the emulated Pi cannot be used, each row says why (nothing is lost)."""
+    pairs = plan(measured, predictions)
     if not pairs:
-        say("report: --arm64: no TFLite or ONNX artifact to run on the emulated Raspberry Pi")
+        say("report: --arm64: no TFLite, ONNX or NCNN artifact to run on the emulated Raspberry Pi")
         return []
     say(f"report: --arm64: evaluating {len(pairs)} artifacts inside the emulated Raspberry Pi (arm64 under qemu: "
         "slow; its timings are not the Pi's)")

@@ -146,7 +146,8 @@ def build_report(directory: str | Path, data: str | Path, *, artifacts: Sequence
     `measured_on` says where). `keep_previous`: keep the rows of an earlier report.json in `directory`
     for artifacts not measured again (same data and baseline). Raises ConfigError (no folder, no
     baseline) and DatasetError; a file that cannot be used becomes a skipped row. `arm64`: also evaluate
-    every TFLite and ONNX artifact inside the emulated Raspberry Pi (scripts/pi-rootfs.sh), one more row each.
+    every TFLite, ONNX and NCNN artifact inside the emulated Raspberry Pi (scripts/pi-rootfs.sh), one more
+    row each.
     """
     from edgeport.report.examples import build_examples
     from edgeport.report.measure import measure_clean, measure_robustness

@@ -63,8 +63,9 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
                         help="skip the perturbed-image evaluations")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep the perturbed image sets here and reuse them (default: a temporary folder)")
-    parser.add_argument("--arm64", action="store_true", help="also evaluate each TFLite and ONNX artifact inside an "
-                        "emulated Raspberry Pi (arm64 Debian 12 under qemu, scripts/pi-rootfs.sh; root; no latency)")
+    parser.add_argument("--arm64", action="store_true", help="also evaluate each TFLite, ONNX and NCNN artifact "
+                        "inside an emulated Raspberry Pi (arm64 Debian 12 under qemu, scripts/pi-rootfs.sh; root; "
+                        "no latency)")
 
 
 def add_parser(sub) -> None:

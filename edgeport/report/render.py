@@ -9,7 +9,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeport.report.rows import MEASURED, NOT_MEASURED, PROXY, SKIPPED, ReportRow, artifact_name, number
+from edgeport.report.rows import (
+    EMULATED_MARK,
+    MEASURED,
+    NOT_MEASURED,
+    PROXY,
+    SKIPPED,
+    ReportRow,
+    artifact_name,
+    is_emulated,
+    number,
+)
 from edgeport.report.summary import RULE, points, Recommendation, summarize
 
 if TYPE_CHECKING:
@@ -39,11 +49,14 @@ def table_cells(row: ReportRow, report: "Report") -> list[str]:
     agreement = "-" if row.agreement is None else f"{row.agreement:.1%} / {number(row.score_shift, '+.4f', row)}"
     if row.status not in (MEASURED, PROXY):
         worst = latency = agreement = NOT_MEASURED
+    elif is_emulated(row):
+        latency = "n/a (qemu)"  # emulated timings are not the device's
     elif row.status == PROXY and row.latency_ms_p50 is None:
         latency = f"{NOT_MEASURED} (proxy)"
     maps = NOT_MEASURED if row.map50_95 is None and row.status not in (MEASURED, PROXY) else \
         f"{number(row.map50_95, '.4f', row)} / {number(row.map50, '.4f', row)}"
-    return [artifact_name(row.artifact), _status(row, report), row.precision, row.io, f"{row.size_bytes / 1e6:.1f}",
+    name = artifact_name(row.artifact) + (f" {EMULATED_MARK}" if is_emulated(row) else "")
+    return [name, _status(row, report), row.precision, row.io, f"{row.size_bytes / 1e6:.1f}",
             maps, number(row.drop_map50_95, "+.2f", row), worst, agreement, latency, row.measured_on]
 
 
@@ -52,7 +65,9 @@ def summary_cells(rec: Recommendation) -> list[str]:
     if row is None:
         return [rec.device, "none", "-", "-", "-", "-", rec.why, rec.caveat]
     proxy = f" (proxy: {row.proxy})" if rec.is_proxy else ""
-    latency = "-" if row.latency_ms_p50 is None else f"{row.latency_ms_p50:.1f}"
+    latency = "-" if rec.latency_ms_p50 is None else f"{rec.latency_ms_p50:.1f}"
+    if rec.latency_ms_p50 is not None and is_emulated(row):
+        latency += " (this host)"
     return [rec.device, artifact_name(row.artifact) + proxy, row.precision, f"{row.drop_map50_95:+.2f}", latency,
             f"{row.size_bytes / 1e6:.1f}", rec.why, f"{row.measured_on}; {rec.caveat}"]
 
@@ -96,6 +111,9 @@ NOTES = [
     "(same class, IoU >= 0.5); score shift: mean score change of those matched detections.",
     "latency: decoded image to Detections where the row was measured (measured on), p50 / p99 over 30 runs; "
     "not reported for a proxy.",
+    f"{EMULATED_MARK}: measured inside the emulated Raspberry Pi (arm64 under qemu-user, `report --arm64`): the "
+    "accuracy of the Pi's arm64 interpreters; a latency under qemu is not a Pi's latency, so none is shown "
+    "(the summary ranks such a row by the same file's latency on this host, and says so).",
     "robustness: mAP50-95 on perturbed copies of the same val images; in parentheses its change from the "
     "artifact's own clean mAP50-95 (points); [vs float]: the artifact's drop minus the float baseline's "
     "drop under the same perturbation (> 0: the artifact is more brittle than the float model).",

@@ -125,18 +125,36 @@ def io_types(detector: Detector) -> str:
     return f"{detector.backend.inputs[0].dtype} {detector.record.layout} -> {'/'.join(outputs)}"
 
 
+EMULATED_MARK = "[arm64, emulated]"
+EMULATED_NOTE = (f"{EMULATED_MARK}: measured inside the emulated Raspberry Pi (arm64 under qemu-user): the accuracy "
+                 "of the Pi's interpreters; a latency under qemu is not a Pi's latency, so none is shown")
+
+
+def is_emulated(row: ReportRow) -> bool:
+    """Whether a row was measured on an emulated arm64 machine (`report --arm64`, or rows from another machine
+    whose measured_on says emulated or qemu): its accuracy is the arm64 build's, its timings are qemu's."""
+    where = row.measured_on.lower()
+    return where.startswith("arm64") and ("emulated" in where or "qemu" in where)
+
+
 def format_table(rows: Sequence[ReportRow]) -> str:
-    """A plain-text table of the rows (drop in points of mAP50-95)."""
+    """A plain-text table of the rows (drop in points of mAP50-95); rows measured under emulation are marked and
+    show no latency, with a note under the table saying why."""
     header = ("artifact", "target", "precision", "I/O", "size MB", "mAP50-95", "mAP50", "drop pts", "p50 ms", "img/s")
     lines = [header]
     for r in rows:
         name = artifact_name(r.artifact) + ("" if r.status == MEASURED else f" ({r.status})")
+        name += f" {EMULATED_MARK}" if is_emulated(r) else ""
+        speed = ("n/a (qemu)",) * 2 if is_emulated(r) else (number(r.latency_ms_p50, ".1f", r),
+                                                            number(r.images_per_second, ".1f", r))
         lines.append((name + (" OVER BUDGET" if r.over_budget else ""), r.target, r.precision, r.io, f"{r.size_bytes / 1e6:.1f}",
                       number(r.map50_95, ".4f", r), number(r.map50, ".4f", r), number(r.drop_map50_95, "+.2f", r),
-                      number(r.latency_ms_p50, ".1f", r), number(r.images_per_second, ".1f", r)))
+                      *speed))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     text = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)) for line in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
+    if any(is_emulated(r) for r in rows):
+        text.append(EMULATED_NOTE)
     return "\n".join(text)
 
 

@@ -19,10 +19,10 @@ from edgeport.runtime import Detector
 
 
 @pytest.fixture(scope="module")
-def ncnn_v8n(tmp_path_factory, sample_model, sample_data):
-    """The bundled YOLOv8n converted to NCNN (default precision fp16), checked by `convert`."""
-    out = tmp_path_factory.mktemp("ncnn")
-    return convert(sample_model, "ncnn", ConvertOptions(out_dir=out, precision="fp16", data=sample_data))
+def ncnn_v8n(ncnn_artifact):
+    """The bundled YOLOv8n converted to NCNN (default precision fp16), checked by `convert` (shared with the
+    report's tests: conftest's ncnn_artifact)."""
+    return ncnn_artifact
 
 
 def test_yolov8n_converts_to_an_fp16_ncnn_folder_that_agrees_with_float(ncnn_v8n, sample_model):

@@ -241,7 +241,8 @@ def test_report_html_opens_with_the_summary_and_fits_1280_px_in_chromium(report,
     assert page["errors"] == [] and page["requests"] == [] and page["scripts"] == 0
     assert page["sections"][:4] == ["Summary", "Examples", "Artifacts", "Robustness"]
     summary = {row["cells"][0]: row["cells"] for row in page["tables"]["summary-table"]}
-    assert list(summary) == ["Coral Edge TPU", "Raspberry Pi CPU", "Jetson", "iPhone / Mac", "browser"]
+    assert list(summary) == ["Coral Edge TPU", "Raspberry Pi / ARM CPU", "Intel CPU / GPU / NPU (OpenVINO)", "Jetson",
+                             "Rockchip NPU", "iPhone / Mac", "browser"]
     assert summary["Jetson"][1].startswith("model_trt_int8.engine (proxy: ")  # proxies labelled
     assert summary["browser"][1] == "none" and "no artifact for it" in summary["browser"][6]
     tables = page["tables"]
@@ -273,7 +274,7 @@ def test_report_json_and_md_carry_the_summary_and_the_examples(report, report_di
     assert written["schema"] == "edgeport.report/2" and written["budget"] == MAX_DROP
     summary = {s["device"]: s for s in written["summary"]}
     int8 = report["rows"]["shapes_yolov8n_full_integer_int8.tflite"]
-    for device in ("Raspberry Pi CPU", "Coral Edge TPU"):  # the only artifact made for them that was measured
+    for device in ("Raspberry Pi / ARM CPU", "Coral Edge TPU"):  # the only artifact made for them that was measured
         if int8["drop_map50_95"] <= MAX_DROP:
             assert summary[device]["name"] == "shapes_yolov8n_full_integer_int8.tflite", summary[device]
         else:
@@ -287,7 +288,7 @@ def test_report_json_and_md_carry_the_summary_and_the_examples(report, report_di
     assert disagreements == sorted(disagreements, reverse=True)
     markdown = (report_dir / "report.md").read_text()
     assert markdown.index("## Summary") < markdown.index("## Examples") < markdown.index("## Artifacts")
-    assert "| Raspberry Pi CPU |" in markdown and "### tflite" in markdown
+    assert "| Raspberry Pi / ARM CPU |" in markdown and "### tflite" in markdown
 
 
 def test_the_report_modules_import_no_heavy_framework():
@@ -372,5 +373,5 @@ def test_tasks_run_through_any_map_in_shards_and_rows_from_another_machine_join(
     pi = next(r for r in built.rows if r.measured_on.startswith("arm64"))
     assert pi.drop_map50_95 == 0.0 and not pi.baseline
     summary = {s["device"]: s for s in built.to_dict()["summary"]}
-    assert summary["Raspberry Pi CPU"]["measured_on"].startswith("arm64")  # slower, yet measured on the device
-    assert "measured on arm64" in summary["Raspberry Pi CPU"]["why"]
+    assert summary["Raspberry Pi / ARM CPU"]["measured_on"].startswith("arm64")  # slower, yet measured on the device
+    assert "measured on arm64" in summary["Raspberry Pi / ARM CPU"]["why"]

@@ -44,13 +44,15 @@ def test_each_device_class_gets_the_fastest_artifact_within_the_budget():
             row("m_coreml.mlpackage", "coreml", "fp16", None, None, status=NOT_EXECUTABLE)]
     chosen = picks(report_of(rows))
     assert chosen == {"Coral Edge TPU": "m_full_integer_int8.tflite",  # 2.5 points is over the 1-point default
-                      "Raspberry Pi CPU": "m_full_integer_int8.tflite", "Jetson": "m_trt_int8.onnx",  # smaller proxy
-                      "iPhone / Mac": None, "browser": None}
+                      "Raspberry Pi / ARM CPU": "m_full_integer_int8.tflite",
+                      "Jetson": "m_trt_int8.onnx",  # the smaller proxy
+                      "iPhone / Mac": None, "browser": None, "Intel CPU / GPU / NPU (OpenVINO)": None,
+                      "Rockchip NPU": None}
     by_device = {r.device: r for r in summarize(report_of(rows))}
     assert by_device["Jetson"].is_proxy and "no latency (proxy)" in by_device["Jetson"].why
     assert "not measured" in by_device["iPhone / Mac"].why and "--target onnx-web" in by_device["browser"].why
     strict = {r.device: r for r in summarize(report_of(rows, max_drop=0.01))}  # --max-drop is the budget
-    assert strict["Raspberry Pi CPU"].row.artifact == "m_dynamic_int8.tflite"
+    assert strict["Raspberry Pi / ARM CPU"].row.artifact == "m_dynamic_int8.tflite"
     assert strict["Coral Edge TPU"].row is None and "none within the budget of 0.01 points" in strict["Coral Edge TPU"].why
     assert "closest, m_full_integer_int8.tflite, drops 0.04" in strict["Coral Edge TPU"].why
 
@@ -58,7 +60,7 @@ def test_each_device_class_gets_the_fastest_artifact_within_the_budget():
 def test_a_row_measured_on_arm64_wins_the_raspberry_pi_even_when_slower():
     rows = [row("m.onnx", "onnx", "fp32", 0.0, 11.0, baseline=True), row("m_int8.tflite", "tflite", "int8", 0.1, 3.0),
             row("m_int8.tflite", "tflite", "int8", 0.2, 40.0, measured_on="arm64 Debian 12 (emulated), litert")]
-    pi = next(r for r in summarize(report_of(rows)) if r.device == "Raspberry Pi CPU")
+    pi = next(r for r in summarize(report_of(rows)) if r.device == "Raspberry Pi / ARM CPU")
     assert pi.row.measured_on.startswith("arm64") and "measured on arm64" in pi.why
 
 
