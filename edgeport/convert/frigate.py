@@ -23,6 +23,7 @@ OUTPUT = "output0"
 DETECTORS = {"openvino": ("ov", "openvino", "CPU"), "onnx": ("onnx", "onnx", None),
              "tensorrt": ("onnx", "onnx", None), "rknn": ("rknn", "rknn", None)}
 DEVICE_COMMENT = {"openvino": "CPU, GPU or NPU (OpenVINO device names)",
+                  "rknn": "num_cores: 0 lets the NPU driver choose; 1-3 on an RK3588 (Frigate's core mask 2**n - 1)",
                   "tensorrt": "Frigate's -tensorrt image runs .onnx through TensorRT itself"}
 WHY_NOT = {
     "edgetpu": "Frigate's edgetpu detector (model_type yolo-generic) reads two tensors over all levels, "
@@ -124,12 +125,17 @@ def render(target: str, config: dict[str, Any], folder: str) -> str:
     return "\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
-def write_frigate(artifact, say: Callable[[str], None], target: str | None = None):
+def write_frigate(artifact, say: Callable[[str], None], target: str | None = None, job=None):
     """Write `<stem>_frigate/` (model in Frigate's layout, frigate.yml, labels.txt) beside the artifact,
     print the block, and return the Artifact with the folder's files in extra_files. A target Frigate
-    cannot run from edgeport's artifact gets one line saying why, and nothing is written."""
+    cannot run from edgeport's artifact gets one line saying why, and nothing is written. rknn needs the
+    `job` (a second toolkit build, edgeport.convert.frigate_rknn)."""
     target, record = target or artifact.record.target, artifact.record
     if target == "rknn":
+        if job is not None and record.decode.kind == "dfl":  # edgeport's raw-head .rknn: build Frigate's own
+            from edgeport.convert.frigate_rknn import write_rknn_frigate
+
+            return write_rknn_frigate(job, artifact, say)
         config, why = rknn_block(artifact.path, record)
         if config is None:
             say(f"frigate: no config for {why}")
@@ -160,7 +166,8 @@ def write_frigate(artifact, say: Callable[[str], None], target: str | None = Non
                                           folder / "labels.txt"))
 
 
-def rknn_block(rknn_path: Path, record: ArtifactRecord) -> tuple[dict[str, Any] | None, str]:
+def rknn_block(rknn_path: Path, record: ArtifactRecord, folder: str | None = None
+               ) -> tuple[dict[str, Any] | None, str]:
     """Frigate block for an edgeport `<stem>_rknn_<platform>.rknn` (the rknn target's record beside it):
     (block, "") when its one output is Frigate's (1, 4 + nc, N), else (None, why not). Frigate's rknn
     detector always feeds NHWC uint8 frames (the model normalizes inside)."""
@@ -169,7 +176,7 @@ def rknn_block(rknn_path: Path, record: ArtifactRecord) -> tuple[dict[str, Any] 
     if record.decode.kind != "ultralytics" or len(shapes) != 1 or 4 + nc not in shapes[0][1:]:
         return None, (f"{rknn_path.name}: outputs {shapes} are not Frigate's one (1, {4 + nc}, N) tensor; build the "
                       "RKNN model from the Frigate-layout ONNX (`<stem>_frigate/<stem>_frigate.onnx` of --target onnx)")
-    config = block("rknn", replace(record, layout="NHWC"), rknn_path.name, rknn_path.stem)
+    config = block("rknn", replace(record, layout="NHWC"), rknn_path.name, folder or rknn_path.stem)
     config["model"]["input_dtype"] = "int"
     config["detectors"]["rknn"]["num_cores"] = 0
     return config, ""

@@ -1,0 +1,259 @@
+"""Frigate's rknn detector: a second .rknn built from the Frigate-layout ONNX (one (1, 4 + nc, N) output), its
+int8 body calibrated as the rknn target's, the decode tail kept in float16, and checked in the simulator.
+
+The check decodes the simulator's output as Frigate's yolo-generic post-processing does (score > 0.4, OpenCV NMS
+at 0.4, at most 20 boxes) and matches it against the float model's; a broken copy is removed and the convert fails.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeport.artifact import TensorSpec
+from edgeport.errors import ConversionError
+
+# Frigate's yolo-generic post-processing (frigate/util/model.py): score threshold, NMS threshold, boxes kept
+FRIGATE_SCORE, FRIGATE_NMS, FRIGATE_MAX = 0.4, 0.4, 20
+CHECK_IMAGES = 16
+MIN_MATCHED = 0.9  # share of the float model's Frigate detections the .rknn must find (IoU >= 0.5, same class)
+
+
+@dataclass(frozen=True)
+class FrigateAgreement:
+    """The Frigate-decoded detections of the .rknn (simulator) against the float Frigate-layout ONNX's."""
+
+    images: int
+    float_detections: int
+    rknn_detections: int
+    matched: float  # share of the float detections found by the .rknn
+    extra: float  # share of the .rknn's detections the float model does not have
+    max_score: tuple[float, float]  # (float, rknn) highest class score over all anchors
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "float_detections": self.float_detections,
+                "rknn_detections": self.rknn_detections, "matched": round(self.matched, 4),
+                "extra": round(self.extra, 4), "max_score": [round(v, 4) for v in self.max_score]}
+
+    def problem(self) -> str:
+        """Why the copy is broken ("" when it is not)."""
+        floats, ours = self.max_score
+        if floats > 0.05 and ours < 0.5 * floats:
+            return f"its highest class score is {ours:.3f} where the float model's is {floats:.3f}"
+        if self.float_detections and self.matched < MIN_MATCHED:
+            return (f"it finds {self.matched:.0%} of the float model's {self.float_detections} detections "
+                    f"(needs {MIN_MATCHED:.0%})")
+        return ""
+
+
+def frigate_detections(output: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Frigate's yolo-generic reading of one output, as its source does it: rows of (class, score, x1, y1, x2, y2)
+    in input pixels. Like Frigate, the x1 y1 x2 y2 boxes go to OpenCV's NMSBoxes, which reads them as x y w h."""
+    import cv2
+
+    rows = np.squeeze(output)
+    rows = rows.T if rows.shape[0] < rows.shape[1] else rows
+    scores = rows[:, 4:].max(axis=1)
+    rows, scores = rows[scores > FRIGATE_SCORE], scores[scores > FRIGATE_SCORE]
+    classes = rows[:, 4:].argmax(axis=1)
+    cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), FRIGATE_SCORE, FRIGATE_NMS),
+                      dtype=int).reshape(-1)[:FRIGATE_MAX]
+    return np.concatenate([classes[keep, None], scores[keep, None], boxes[keep]], axis=1).reshape(-1, 6)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area - inter, 1e-9)
+
+
+def match(reference: np.ndarray, candidate: np.ndarray) -> int:
+    """How many reference detections find a candidate of the same class at IoU >= 0.5 (greedy, best score first)."""
+    free, found = np.ones(len(candidate), bool), 0
+    for row in reference[np.argsort(-reference[:, 1])]:
+        same = free & (candidate[:, 0] == row[0])
+        if same.any():
+            ious = np.where(same, _iou(row[2:], candidate[:, 2:]), 0.0)
+            if ious.max() >= 0.5:
+                free[int(ious.argmax())], found = False, found + 1
+    return found
+
+
+def agreement(reference: np.ndarray, outputs: np.ndarray, width: int, height: int) -> FrigateAgreement:
+    """Compare per-image (N, 4 + nc, A) outputs of the float model and the .rknn, both decoded Frigate's way."""
+    floats = [frigate_detections(o, width, height) for o in reference]
+    ours = [frigate_detections(o, width, height) for o in outputs]
+    found = sum(match(a, b) for a, b in zip(floats, ours))
+    back = sum(match(b, a) for a, b in zip(floats, ours))
+    n_float, n_ours = sum(len(a) for a in floats), sum(len(b) for b in ours)
+    return FrigateAgreement(images=len(reference), float_detections=n_float, rknn_detections=n_ours,
+                            matched=found / n_float if n_float else 1.0,
+                            extra=(n_ours - back) / n_ours if n_ours else 0.0,
+                            max_score=(float(reference[:, 4:].max()), float(outputs[:, 4:].max())))
+
+
+def tail_nodes(model) -> list[str]:
+    """Names of the ONNX nodes of the decode tail: everything after a Reshape/Flatten that turns a Conv's
+    (N, C, H, W) map into (N, C, H*W) and has no Conv with a kernel wider than 1 after it (so not an attention
+    block's flatten, but the head's per-level flatten, the DFL, the anchor decode, the sigmoid and the join)."""
+    import onnx
+
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.output)}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    wide = {w.name for w in graph.initializer if len(w.dims) == 4 and (w.dims[2] > 1 or w.dims[3] > 1)}
+
+    def after(node) -> list:
+        seen, front, out = set(), [node], []
+        while front:
+            current = front.pop()
+            if current.name not in seen:
+                seen.add(current.name)
+                out.append(current)
+                front.extend(c for o in current.output for c in consumers.get(o, []))
+        return out
+
+    tail: dict[str, None] = {}
+    for node in graph.node:
+        source = producer.get(node.input[0]) if node.input else None
+        if node.op_type in ("Reshape", "Flatten") and source is not None and source.op_type == "Conv" \
+                and rank.get(node.output[0]) == 3:
+            below = after(node)
+            if not any(n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in wide for n in below):
+                tail.update((n.name, None) for n in below)
+    return list(tail)
+
+
+def check_frames(data: Path | None, imgsz: int) -> np.ndarray:
+    """(N, S, S, 3) uint8 letterboxed RGB frames of up to CHECK_IMAGES val images (the bundled sample's without
+    data), the runtime's preprocessing."""
+    import cv2
+
+    from edgeport.convert.verify import check_images
+    from edgeport.runtime.preprocess import letterbox
+
+    frames = []
+    for path in check_images(data, CHECK_IMAGES):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is not None:
+            frames.append(letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (imgsz, imgsz))[0])
+    return np.stack(frames)
+
+
+def float_outputs(onnx_path: Path, frames: np.ndarray) -> np.ndarray:
+    """The float Frigate-layout ONNX's output on each frame (onnxruntime, pixels / 255, NCHW)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    tensors = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    return np.concatenate([session.run(None, {name: t[None]})[0] for t in tensors])
+
+
+def frigate_onnx(job, work: Path) -> tuple[Path, Any]:
+    """The float Frigate-layout ONNX of the job's model (the onnx target's float graph and join); returns
+    (path, its ModelProto)."""
+    import onnx
+
+    from edgeport.convert.frigate import onnx_layout
+    from edgeport.convert.onnx_target import float_model, split_record
+    from edgeport.convert.provenance import provenance
+
+    model, names, _ = float_model(job.derive(precision="fp32", batch=1))
+    split = work / "split.onnx"
+    onnx.save(model, str(split))
+    record = split_record(model, names, "onnx", "fp32", provenance(job.source, job.options.command))
+    out = work / "frigate.onnx"
+    onnx_layout(split, record, out)
+    return out, onnx.load(str(out))
+
+
+def build(job, artifact, out: Path, bundle: Path, say: Callable[[str], None]) -> tuple[dict, FrigateAgreement]:
+    """Build `out` (+ simulator bundle) from the Frigate-layout ONNX with rknn-toolkit2 and measure it in the
+    simulator; returns (the worker's result, the agreement)."""
+    from edgeport.convert.rknn_target import ALGORITHMS, _calibrate, run_worker
+
+    record, options = artifact.record, job.options
+    size = record.imgsz[0]
+    with tempfile.TemporaryDirectory(prefix="edgeport-frigate-rknn-") as tmp:
+        work = Path(tmp)
+        onnx_path, model = frigate_onnx(job, work)
+        frames = check_frames(options.data, size)
+        np.save(work / "check.npy", frames)
+        task: dict[str, Any] = {
+            "onnx": str(onnx_path), "out": str(out.resolve()), "bundle": str(bundle.resolve()),
+            "platform": record.provenance["platform"], "precision": record.precision, "imgsz": size,
+            "quantized_dtype": "w8a8", "quantized_algorithm": ALGORITHMS["minmax"], "dataset": None,
+            "result": str(work / "result.json"), "check_frames": str(work / "check.npy"),
+            "check_outputs": str(work / "check.npz")}
+        if record.precision == "int8":
+            method = str(record.provenance.get("calibration_method", ""))
+            task["quantized_algorithm"] = ALGORITHMS["entropy" if method.startswith("KL") else "minmax"]
+            dataset, _ = _calibrate(job, size, work, task["quantized_algorithm"])
+            task.update(dataset=str(dataset), float_layers=tail_nodes(model))
+        (work / "job.json").write_text(json.dumps(task))
+        say(f"frigate: building {out.name} from the Frigate-layout ONNX (decode tail in float16)")
+        result = run_worker(work / "job.json", say, work / "stderr.txt")
+        simulated = np.load(work / "check.npz")["arr_0"]
+        reference = float_outputs(onnx_path, frames)
+    height, width = record.imgsz
+    return result, agreement(reference, simulated, width, height)
+
+
+def write_rknn_frigate(job, artifact, say: Callable[[str], None]):
+    """Write `<stem>_frigate/` for an edgeport .rknn: `<stem>_frigate.rknn` (Frigate's one-output layout), its
+    simulator bundle, frigate.yml and labels.txt; print the block. A toolkit failure costs one line and keeps the
+    artifact; a copy that disagrees with the float model is removed and raises ConversionError naming it."""
+    from edgeport.convert.frigate import frigate_record, render, rknn_block
+    from edgeport.convert.job import write_record
+    from edgeport.convert.rknn_target import SIMULATOR_LABEL, FP16_SIMULATOR_LABEL, embed_record
+
+    stem = artifact.path.stem
+    folder = artifact.path.parent / f"{stem}_frigate"
+    folder.mkdir(exist_ok=True)
+    out = folder / f"{stem}_frigate.rknn"
+    bundle = out.with_suffix(".rknnsim")
+    try:
+        result, agreed = build(job, artifact, out, bundle, say)
+    except ConversionError as exc:
+        say(f"frigate: could not build the Frigate copy of {artifact.path.name}: {exc}")
+        return artifact
+    if agreed.problem():
+        for path in (out, bundle):
+            path.unlink(missing_ok=True)
+        raise ConversionError(f"frigate: {out.name} (Frigate layout of {artifact.path.name}) disagrees with the "
+                              f"float model in the simulator, decoded as Frigate does: {agreed.problem()}; removed "
+                              f"it ({artifact.path.name} itself is unaffected)")
+    spec = TensorSpec("output0", tuple(result["outputs"][0]["shape"]), "float32")
+    label = SIMULATOR_LABEL if artifact.record.precision == "int8" else FP16_SIMULATOR_LABEL
+    prov = {**artifact.record.provenance, "proxy": {"artifact": bundle.name, "label": label},
+            "frigate_check": agreed.as_dict(),
+            "frigate_tail": "decode tail in float16 (hybrid quantization)" if artifact.record.precision == "int8"
+            else "fp16 throughout"}
+    record = replace(frigate_record(artifact.record, spec), provenance={**prov, "frigate_layout": (
+        "boxes and scores joined into one (1, 4 + nc, N) tensor (xywh in input pixels) for Frigate's "
+        "yolo-generic post-processing")})
+    write_record(out, record)
+    embed_record(bundle, record, out.name)
+    config, _ = rknn_block(out, record, folder.name)
+    (folder / "labels.txt").write_text("".join(f"{name}\n" for name in record.names))
+    text = render("rknn", config, folder.name)
+    (folder / "frigate.yml").write_text(text)
+    say(f"frigate: {out.name} agrees with the float model in the simulator, decoded as Frigate does: "
+        f"{agreed.matched:.0%} of {agreed.float_detections} detections on {agreed.images} images")
+    say(f"frigate: wrote {folder}/ ({out.name}, labels.txt, frigate.yml):\n{text.rstrip()}")
+    return replace(artifact, extra_files=(*artifact.extra_files, out, bundle, folder / "frigate.yml",
+                                          folder / "labels.txt"))
