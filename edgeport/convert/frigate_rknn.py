@@ -21,7 +21,7 @@ from edgeport.errors import ConversionError
 # Frigate's yolo-generic post-processing (frigate/util/model.py): score threshold, NMS threshold, boxes kept
 FRIGATE_SCORE, FRIGATE_NMS, FRIGATE_MAX = 0.4, 0.4, 20
 CHECK_IMAGES = 16
-MIN_MATCHED = 0.9  # share of the float model's Frigate detections the .rknn must find (IoU >= 0.5, same class)
+MIN_MATCHED = 0.8  # share of the float model's Frigate detections the .rknn must find (IoU >= 0.5, same class)
 
 
 @dataclass(frozen=True)
