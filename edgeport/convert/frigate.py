@@ -168,14 +168,15 @@ def write_frigate(artifact, say: Callable[[str], None], target: str | None = Non
 
 def rknn_block(rknn_path: Path, record: ArtifactRecord, folder: str | None = None
                ) -> tuple[dict[str, Any] | None, str]:
-    """Frigate block for an edgeport `<stem>_rknn_<platform>.rknn` (the rknn target's record beside it):
+    """Frigate block for an RKNN model (its record beside it) in MODEL_CACHE/`folder` (default: its stem):
     (block, "") when its one output is Frigate's (1, 4 + nc, N), else (None, why not). Frigate's rknn
-    detector always feeds NHWC uint8 frames (the model normalizes inside)."""
+    detector is given NHWC uint8 frames (`input_dtype: int`; edgeport's models normalize inside)."""
     shapes = [list(o.shape) for o in record.outputs]
     nc = len(record.names)
     if record.decode.kind != "ultralytics" or len(shapes) != 1 or 4 + nc not in shapes[0][1:]:
         return None, (f"{rknn_path.name}: outputs {shapes} are not Frigate's one (1, {4 + nc}, N) tensor; build the "
-                      "RKNN model from the Frigate-layout ONNX (`<stem>_frigate/<stem>_frigate.onnx` of --target onnx)")
+                      "RKNN model from the Frigate-layout ONNX, as `edgeport convert --target rknn` does "
+                      "(`<stem>_frigate/<stem>_frigate.rknn`)")
     config = block("rknn", replace(record, layout="NHWC"), rknn_path.name, folder or rknn_path.stem)
     config["model"]["input_dtype"] = "int"
     config["detectors"]["rknn"]["num_cores"] = 0

@@ -80,6 +80,8 @@ def test_schema_catches_what_frigate_rejects():
     bad = {"detectors": {"ov": {"type": "openvino", "device": "CPU", "threads": 2}},
            "model": {"model_type": "yolov8", "input_tensor": "chw", "width": "320"}}
     assert len(problems(bad)) == 5  # model_type twice: unknown, and not an openvino type
+    assert problems({"detectors": {"rknn": {"type": "rknn", "num_cores": 4}}, "model": {"model_type": "yolo-generic"}}) \
+        == ["detectors.rknn.num_cores: 4 is not an integer in range(0, 4)"]
 
 
 def _record(target: str, decode: Decode, outputs: tuple[TensorSpec, ...], batch: int = 1) -> ArtifactRecord:
@@ -112,7 +114,7 @@ def test_rknn_block_from_name_and_record(tmp_path):
     split = _record("rknn", Decode(), (TensorSpec("boxes", (1, 2100, 4), "float32"),
                                        TensorSpec("scores", (1, 2100, 3), "float32")))
     config, why = rknn_block(tmp_path / "m_rknn_rk3588.rknn", split)
-    assert config is None and "_frigate.onnx" in why
+    assert config is None and "--target rknn" in why
 
 
 def test_block_reads_size_and_layout_from_the_record():

@@ -127,7 +127,8 @@ def test_decode_tail_found_after_the_head_only(onnx_artifact):
 
     from edgeport.convert.frigate_rknn import tail_nodes
 
-    model = onnx.load(str(onnx_artifact.parent / f"{onnx_artifact.stem}_frigate" / f"{onnx_artifact.stem}_frigate.onnx"))
+    stem = onnx_artifact.stem
+    model = onnx.load(str(onnx_artifact.parent / f"{stem}_frigate" / f"{stem}_frigate.onnx"))
     tail = set(tail_nodes(model))
     assert {"/dfl/Softmax", "/Sigmoid", "frigate_concat", "frigate_transpose"} <= tail
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
