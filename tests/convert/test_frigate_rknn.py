@@ -142,7 +142,7 @@ def test_disagreeing_copy_removed_and_convert_fails(tmp_path, artifact, monkeypa
     def broken(job, art, out, bundle, say):  # what a full-int8 join gives: every score zero
         out.write_bytes(b"RKNN")
         bundle.write_bytes(b"PK")
-        return {}, FrigateAgreement(images=8, float_detections=30, rknn_detections=0, matched=0.0, extra=0.0,
+        return {}, FrigateAgreement(images=8, float_detections=30, rknn_detections=0, matched=0.0, at_threshold=0.0, extra=0.0,
                                     max_score=(0.97, 0.0))
 
     monkeypatch.setattr(frigate_rknn, "build", broken)
@@ -155,7 +155,7 @@ def test_disagreeing_copy_removed_and_convert_fails(tmp_path, artifact, monkeypa
 def test_agreement_judges_missed_detections():
     from edgeport.convert.frigate_rknn import FrigateAgreement
 
-    fine = FrigateAgreement(images=8, float_detections=40, rknn_detections=41, matched=0.95, extra=0.05,
+    fine = FrigateAgreement(images=8, float_detections=40, rknn_detections=41, matched=0.95, at_threshold=0.9, extra=0.05,
                             max_score=(0.97, 0.96))
     assert fine.problem() == ""
     assert "finds 50%" in replace(fine, matched=0.5).problem() and replace(fine, float_detections=0).problem() == ""
