@@ -135,27 +135,26 @@ def test_decode_tail_found_after_the_head_only(onnx_artifact):
     assert [name for name in convs if name in tail] == ["/dfl/conv/Conv"]
 
 
-def test_disagreeing_copy_removed_and_convert_fails(tmp_path, artifact, monkeypatch):
-    from edgeport.convert import frigate_rknn
-    from edgeport.convert.frigate_rknn import FrigateAgreement
+def test_full_int8_copy_caught_removed_and_convert_fails(tmp_path, artifact, monkeypatch, sample_model, sample_data):
+    """A real build with no float16 tail (the join quantized with one int8 scale): its scores are all zero, and
+    the check must refuse it and remove it."""
+    from edgeport.convert import ConvertOptions, Job, frigate_rknn
 
-    def broken(job, art, out, bundle, say):  # what a full-int8 join gives: every score zero
-        out.write_bytes(b"RKNN")
-        bundle.write_bytes(b"PK")
-        return {}, FrigateAgreement(images=8, float_detections=30, rknn_detections=0, matched=0.0, at_threshold=0.0, extra=0.0,
-                                    max_score=(0.97, 0.0))
-
-    monkeypatch.setattr(frigate_rknn, "build", broken)
+    monkeypatch.setattr(frigate_rknn, "tail_nodes", lambda model: [])
+    job = Job.of(sample_model, ConvertOptions(out_dir=tmp_path, data=sample_data, calibration_images=8,
+                                              platform="rk3588"))
     copy = replace(artifact, path=tmp_path / artifact.path.name)
-    with pytest.raises(ConversionError, match="_frigate.rknn .*highest class score is 0.000"):
-        frigate_rknn.write_rknn_frigate(None, copy, lambda line: None)
-    assert not list((tmp_path / f"{copy.path.stem}_frigate").glob("*.rknn*"))
+    refused = r"_frigate\.rknn \(Frigate layout of .*highest class score is 0\.000"
+    with pytest.raises(ConversionError, match=refused):
+        frigate_rknn.write_rknn_frigate(job, copy, lambda line: None)
+    folder = tmp_path / f"{copy.path.stem}_frigate"
+    assert folder.is_dir() and not list(folder.glob("*.rknn*")) and not (folder / "frigate.yml").exists()
 
 
 def test_agreement_judges_missed_detections():
     from edgeport.convert.frigate_rknn import FrigateAgreement
 
-    fine = FrigateAgreement(images=8, float_detections=40, rknn_detections=41, matched=0.95, at_threshold=0.9, extra=0.05,
-                            max_score=(0.97, 0.96))
+    fine = FrigateAgreement(images=8, float_detections=40, rknn_detections=41, matched=0.95, at_threshold=0.9,
+                            extra=0.05, max_score=(0.97, 0.96))
     assert fine.problem() == ""
     assert "finds 50%" in replace(fine, matched=0.5).problem() and replace(fine, float_detections=0).problem() == ""
