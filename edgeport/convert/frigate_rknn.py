@@ -213,7 +213,8 @@ def build(job, artifact, out: Path, bundle: Path, say: Callable[[str], None]) ->
             dataset, _ = _calibrate(job, size, work, task["quantized_algorithm"])
             task.update(dataset=str(dataset), float_layers=tail_nodes(model))
         (work / "job.json").write_text(json.dumps(task))
-        say(f"frigate: building {out.name} from the Frigate-layout ONNX (decode tail in float16)")
+        how = "int8, decode tail in float16" if record.precision == "int8" else "fp16"
+        say(f"frigate: building {out.name} from the Frigate-layout ONNX ({how})")
         result = run_worker(work / "job.json", say, work / "stderr.txt")
         simulated = np.load(work / "check.npz")["arr_0"]
         reference = float_outputs(onnx_path, frames)
@@ -240,7 +241,7 @@ def write_rknn_frigate(job, artifact, say: Callable[[str], None]):
         say(f"frigate: could not build the Frigate copy of {artifact.path.name}: {exc}")
         return artifact
     if agreed.problem():
-        for path in (out, bundle):
+        for path in (out, bundle, folder / "frigate.yml"):  # no config may point at a removed model
             path.unlink(missing_ok=True)
         raise ConversionError(f"frigate: {out.name} (Frigate layout of {artifact.path.name}) disagrees with the "
                               f"float model in the simulator, decoded as Frigate does: {agreed.problem()}; removed "
@@ -251,9 +252,7 @@ def write_rknn_frigate(job, artifact, say: Callable[[str], None]):
             "frigate_check": agreed.as_dict(),
             "frigate_tail": "decode tail in float16 (hybrid quantization)" if artifact.record.precision == "int8"
             else "fp16 throughout"}
-    record = replace(frigate_record(artifact.record, spec), provenance={**prov, "frigate_layout": (
-        "boxes and scores joined into one (1, 4 + nc, N) tensor (xywh in input pixels) for Frigate's "
-        "yolo-generic post-processing")})
+    record = frigate_record(replace(artifact.record, provenance=prov), spec)
     write_record(out, record)
     embed_record(bundle, record, out.name)
     config, _ = rknn_block(out, record, folder.name)
