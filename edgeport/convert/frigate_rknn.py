@@ -20,6 +20,8 @@ from edgeport.errors import ConversionError
 
 # Frigate's yolo-generic post-processing (frigate/util/model.py): score threshold, NMS threshold, boxes kept
 FRIGATE_SCORE, FRIGATE_NMS, FRIGATE_MAX = 0.4, 0.4, 20
+# the SoCs Frigate's rknn detector accepts (frigate/const.py; an rk3588s runs rk3588 models)
+FRIGATE_SOCS = ("rk3562", "rk3566", "rk3568", "rk3576", "rk3588")
 CHECK_IMAGES = 16
 MIN_MATCHED = 0.8  # share of the float model's Frigate detections the .rknn must find (IoU >= 0.5, same class)
 # the .rknn's box may score up to this much under Frigate's threshold and still count as found: int8 shifts
@@ -230,6 +232,11 @@ def write_rknn_frigate(job, artifact, say: Callable[[str], None]):
     from edgeport.convert.job import write_record
     from edgeport.convert.rknn_target import SIMULATOR_LABEL, FP16_SIMULATOR_LABEL, embed_record
 
+    platform = artifact.record.provenance.get("platform")
+    if platform not in FRIGATE_SOCS:
+        say(f"frigate: no config for {artifact.path.name}: Frigate's rknn detector runs on {', '.join(FRIGATE_SOCS)} "
+            f"only, not {platform}; run the edgeport daemon on this board")
+        return artifact
     stem = artifact.path.stem
     folder = artifact.path.parent / f"{stem}_frigate"
     folder.mkdir(exist_ok=True)
