@@ -90,7 +90,8 @@ def test_rknn_frigate_folder_has_valid_block_and_labels(artifact, folder):
     assert rknn.read_bytes()[:4] == b"RKNN" and rknn in artifact.extra_files
     record = read_sidecar(rknn)
     assert record.decode.kind == "ultralytics" and record.decode.box_format == "xywh" and not record.decode.normalized
-    assert record.inputs[0].dtype == "uint8" and record.provenance["frigate_check"]["matched"] >= 0.9
+    check = record.provenance["frigate_check"]
+    assert record.inputs[0].dtype == "uint8" and check["anchors_matched"] >= 0.9 and check["enforced"], check
 
 
 def test_rknn_frigate_model_has_one_output_in_simulator(simulated):
@@ -151,10 +152,13 @@ def test_full_int8_copy_caught_removed_and_convert_fails(tmp_path, artifact, mon
     assert folder.is_dir() and not list(folder.glob("*.rknn*")) and not (folder / "frigate.yml").exists()
 
 
-def test_agreement_judges_missed_detections():
+def test_agreement_floors_are_edgeports_own_per_precision():
     from edgeport.convert.frigate_rknn import FrigateAgreement
 
-    fine = FrigateAgreement(images=8, float_detections=40, rknn_detections=41, matched=0.95, at_threshold=0.9,
-                            extra=0.05, max_score=(0.97, 0.96))
-    assert fine.problem() == ""
-    assert "finds 50%" in replace(fine, matched=0.5).problem() and replace(fine, float_detections=0).problem() == ""
+    fine = FrigateAgreement(images=8, anchors=400, anchors_matched=0.95, float_detections=40, frigate_matched=0.9,
+                            max_score=(0.97, 0.96))
+    assert fine.problem("int8") == "" and fine.problem("fp16") == ""
+    assert replace(fine, anchors_matched=0.6).problem("int8") == ""
+    assert "only 60% of the 400 anchors" in replace(fine, anchors_matched=0.6).problem("fp16")
+    assert "only 40%" in replace(fine, anchors_matched=0.4).problem("int8")
+    assert replace(fine, anchors=0, anchors_matched=1.0).problem("int8") == ""
