@@ -1,5 +1,5 @@
-"""Frigate's rknn detector: a second .rknn built from the Frigate-layout ONNX (one (1, 4 + nc, N) output), its
-int8 body calibrated as the rknn target's, the decode tail kept in float16, and checked in the simulator.
+"""Frigate's rknn detector: the toolkit build of the Frigate-layout ONNX (one (1, 4 + nc, N) output), its int8
+body calibrated as the rknn target's, the decode tail kept in float16, and its check in the simulator.
 
 The check compares the simulator's output with the float model's anchor by anchor where Frigate's yolo-generic
 keeps them (score > 0.4), and after Frigate's decode; a broken copy is removed and the convert fails.
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from edgeport.artifact import TensorSpec
-from edgeport.errors import ConversionError
 
 # Frigate's yolo-generic post-processing (frigate/util/model.py): score threshold, NMS threshold, boxes kept
 FRIGATE_SCORE, FRIGATE_NMS, FRIGATE_MAX = 0.4, 0.4, 20
@@ -207,34 +205,19 @@ def float_outputs(onnx_path: Path, frames: np.ndarray) -> np.ndarray:
     return np.concatenate([session.run(None, {name: t[None]})[0] for t in tensors])
 
 
-def frigate_onnx(job, work: Path) -> tuple[Path, Any]:
-    """The float Frigate-layout ONNX of the job's model (the onnx target's float graph and join); returns
-    (path, its ModelProto)."""
+def build(job, artifact, onnx_path: Path, out: Path, bundle: Path, say: Callable[[str], None]
+          ) -> tuple[dict, FrigateAgreement]:
+    """Build `out` (+ simulator bundle) from the Frigate-layout ONNX at `onnx_path` with rknn-toolkit2 and
+    measure it in the simulator against that ONNX; returns (the worker's result, the agreement)."""
     import onnx
 
-    from edgeport.convert.frigate import onnx_layout
-    from edgeport.convert.onnx_target import float_model, split_record
-    from edgeport.convert.provenance import provenance
-
-    model, names, _ = float_model(job.derive(precision="fp32", batch=1))
-    split = work / "split.onnx"
-    onnx.save(model, str(split))
-    record = split_record(model, names, "onnx", "fp32", provenance(job.source, job.options.command))
-    out = work / "frigate.onnx"
-    onnx_layout(split, record, out)
-    return out, onnx.load(str(out))
-
-
-def build(job, artifact, out: Path, bundle: Path, say: Callable[[str], None]) -> tuple[dict, FrigateAgreement]:
-    """Build `out` (+ simulator bundle) from the Frigate-layout ONNX with rknn-toolkit2 and measure it in the
-    simulator; returns (the worker's result, the agreement)."""
     from edgeport.convert.rknn_target import ALGORITHMS, _calibrate, run_worker
 
     record, options = artifact.record, job.options
     size = record.imgsz[0]
+    model = onnx.load(str(onnx_path))
     with tempfile.TemporaryDirectory(prefix="edgeport-frigate-rknn-") as tmp:
         work = Path(tmp)
-        onnx_path, model = frigate_onnx(job, work)
         frames = check_frames(options.data, size)
         np.save(work / "check.npy", frames)
         task: dict[str, Any] = {
@@ -256,57 +239,3 @@ def build(job, artifact, out: Path, bundle: Path, say: Callable[[str], None]) ->
         reference = float_outputs(onnx_path, frames)
     height, width = record.imgsz
     return result, agreement(reference, simulated, width, height)
-
-
-def write_rknn_frigate(job, artifact, say: Callable[[str], None]):
-    """Write `<stem>_frigate/` for an edgeport .rknn: `<stem>_frigate.rknn` (Frigate's one-output layout), its
-    simulator bundle, frigate.yml and labels.txt; print the block. A toolkit failure costs one line and keeps the
-    artifact; a copy that disagrees with the float model is removed and raises ConversionError naming it (with
-    --no-check: kept, with a warning line and the finding in its record)."""
-    from edgeport.convert.frigate import frigate_record, render, rknn_block
-    from edgeport.convert.job import write_record
-    from edgeport.convert.rknn_target import SIMULATOR_LABEL, FP16_SIMULATOR_LABEL, embed_record
-
-    platform = artifact.record.provenance.get("platform")
-    if platform not in FRIGATE_SOCS:
-        say(f"frigate: no config for {artifact.path.name}: Frigate's rknn detector runs on {', '.join(FRIGATE_SOCS)} "
-            f"only, not {platform}; run the edgeport daemon on this board")
-        return artifact
-    stem = artifact.path.stem
-    folder = artifact.path.parent / f"{stem}_frigate"
-    folder.mkdir(exist_ok=True)
-    out = folder / f"{stem}_frigate.rknn"
-    bundle = out.with_suffix(".rknnsim")
-    try:
-        result, agreed = build(job, artifact, out, bundle, say)
-    except ConversionError as exc:
-        say(f"frigate: could not build the Frigate copy of {artifact.path.name}: {exc}")
-        return artifact
-    problem = agreed.problem(artifact.record.precision)
-    if problem and job.options.check:
-        for path in (out, bundle, folder / "frigate.yml"):  # no config may point at a removed model
-            path.unlink(missing_ok=True)
-        raise ConversionError(f"frigate: {out.name} (Frigate layout of {artifact.path.name}) disagrees with the "
-                              f"float model in the simulator: {problem}; removed it ({artifact.path.name} itself "
-                              "is unaffected; try more --calibration-images or --fp16)")
-    if problem:
-        say(f"frigate: WARNING: {out.name} disagrees with the float model in the simulator: {problem} "
-            "(kept: --no-check)")
-    spec = TensorSpec("output0", tuple(result["outputs"][0]["shape"]), "float32")
-    label = SIMULATOR_LABEL if artifact.record.precision == "int8" else FP16_SIMULATOR_LABEL
-    prov = {**artifact.record.provenance, "proxy": {"artifact": bundle.name, "label": label},
-            "frigate_check": {**agreed.as_dict(), "problem": problem, "enforced": bool(job.options.check)},
-            "frigate_tail": "decode tail in float16 (hybrid quantization)" if artifact.record.precision == "int8"
-            else "fp16 throughout"}
-    record = frigate_record(replace(artifact.record, provenance=prov), spec)
-    write_record(out, record)
-    embed_record(bundle, record, out.name)
-    config, _ = rknn_block(out, record, folder.name)
-    (folder / "labels.txt").write_text("".join(f"{name}\n" for name in record.names))
-    text = render("rknn", config, folder.name)
-    (folder / "frigate.yml").write_text(text)
-    if not problem:
-        say(f"frigate: {out.name} agrees with the float model in the simulator: {agreed.describe()}")
-    say(f"frigate: wrote {folder}/ ({out.name}, labels.txt, frigate.yml):\n{text.rstrip()}")
-    return replace(artifact, extra_files=(*artifact.extra_files, out, bundle, folder / "frigate.yml",
-                                          folder / "labels.txt"))

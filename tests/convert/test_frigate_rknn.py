@@ -140,6 +140,7 @@ def test_full_int8_copy_caught_removed_and_convert_fails(tmp_path, artifact, mon
     """A real build with no float16 tail (the join quantized with one int8 scale): its scores are all zero, and
     the check must refuse it and remove it."""
     from edgeport.convert import ConvertOptions, Job, frigate_rknn
+    from edgeport.convert.frigate import write_rknn_frigate
 
     monkeypatch.setattr(frigate_rknn, "tail_nodes", lambda model: [])
     job = Job.of(sample_model, ConvertOptions(out_dir=tmp_path, data=sample_data, calibration_images=8,
@@ -147,7 +148,7 @@ def test_full_int8_copy_caught_removed_and_convert_fails(tmp_path, artifact, mon
     copy = replace(artifact, path=tmp_path / artifact.path.name)
     refused = r"_frigate\.rknn \(Frigate layout of .*highest class score is 0\.000"
     with pytest.raises(ConversionError, match=refused):
-        frigate_rknn.write_rknn_frigate(job, copy, lambda line: None)
+        write_rknn_frigate(job, copy, lambda line: None)
     folder = tmp_path / f"{copy.path.stem}_frigate"
     assert folder.is_dir() and not list(folder.glob("*.rknn*")) and not (folder / "frigate.yml").exists()
 
