@@ -4,7 +4,8 @@ where Frigate's post-processing needs another output layout, the model rewritten
 Frigate's `yolo-generic` model type (openvino, onnx, rknn detectors) reads ONE output, (1, 4 + nc, N) or
 (1, N, 4 + nc): centre x, centre y, width, height in input pixels, then the class scores; it runs its own
 NMS. edgeport's split head (normalized xyxy `boxes`, `scores`) is joined back into that tensor in a copy
-`<stem>_frigate/<stem>_frigate.xml|.onnx`, written with `frigate.yml` and `labels.txt` in one folder.
+`<stem>_frigate/<stem>_frigate.xml|.onnx`, written with `frigate.yml` and `labels.txt` in one folder; for rknn
+the copy is a second .rknn built from that ONNX (edgeport.convert.frigate_rknn builds and checks it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeport.artifact import ArtifactRecord, Decode, write_sidecar
+from edgeport.artifact import ArtifactRecord, Decode, TensorSpec, write_sidecar
+from edgeport.errors import ConversionError
 
 MODEL_CACHE = "/config/model_cache"  # where Frigate's docs keep custom models inside its container
 OUTPUT = "output0"
@@ -23,6 +25,7 @@ OUTPUT = "output0"
 DETECTORS = {"openvino": ("ov", "openvino", "CPU"), "onnx": ("onnx", "onnx", None),
              "tensorrt": ("onnx", "onnx", None), "rknn": ("rknn", "rknn", None)}
 DEVICE_COMMENT = {"openvino": "CPU, GPU or NPU (OpenVINO device names)",
+                  "rknn": "num_cores: 0 lets the NPU driver choose; 1-3 on an RK3588 (Frigate's core mask 2**n - 1)",
                   "tensorrt": "Frigate's -tensorrt image runs .onnx through TensorRT itself"}
 WHY_NOT = {
     "edgetpu": "Frigate's edgetpu detector (model_type yolo-generic) reads two tensors over all levels, "
@@ -124,12 +127,15 @@ def render(target: str, config: dict[str, Any], folder: str) -> str:
     return "\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
-def write_frigate(artifact, say: Callable[[str], None], target: str | None = None):
+def write_frigate(artifact, say: Callable[[str], None], target: str | None = None, job=None):
     """Write `<stem>_frigate/` (model in Frigate's layout, frigate.yml, labels.txt) beside the artifact,
     print the block, and return the Artifact with the folder's files in extra_files. A target Frigate
-    cannot run from edgeport's artifact gets one line saying why, and nothing is written."""
+    cannot run from edgeport's artifact gets one line saying why, and nothing is written. rknn needs the
+    `job` (a second toolkit build, edgeport.convert.frigate_rknn)."""
     target, record = target or artifact.record.target, artifact.record
     if target == "rknn":
+        if job is not None and record.decode.kind == "dfl":  # edgeport's raw-head .rknn: build Frigate's own
+            return write_rknn_frigate(job, artifact, say)
         config, why = rknn_block(artifact.path, record)
         if config is None:
             say(f"frigate: no config for {why}")
@@ -160,16 +166,92 @@ def write_frigate(artifact, say: Callable[[str], None], target: str | None = Non
                                           folder / "labels.txt"))
 
 
-def rknn_block(rknn_path: Path, record: ArtifactRecord) -> tuple[dict[str, Any] | None, str]:
-    """Frigate block for an edgeport `<stem>_rknn_<platform>.rknn` (the rknn target's record beside it):
+def rknn_block(rknn_path: Path, record: ArtifactRecord, folder: str | None = None
+               ) -> tuple[dict[str, Any] | None, str]:
+    """Frigate block for an RKNN model (its record beside it) in MODEL_CACHE/`folder` (default: its stem):
     (block, "") when its one output is Frigate's (1, 4 + nc, N), else (None, why not). Frigate's rknn
-    detector always feeds NHWC uint8 frames (the model normalizes inside)."""
+    detector is given NHWC uint8 frames (`input_dtype: int`; edgeport's models normalize inside)."""
     shapes = [list(o.shape) for o in record.outputs]
     nc = len(record.names)
     if record.decode.kind != "ultralytics" or len(shapes) != 1 or 4 + nc not in shapes[0][1:]:
         return None, (f"{rknn_path.name}: outputs {shapes} are not Frigate's one (1, {4 + nc}, N) tensor; build the "
-                      "RKNN model from the Frigate-layout ONNX (`<stem>_frigate/<stem>_frigate.onnx` of --target onnx)")
-    config = block("rknn", replace(record, layout="NHWC"), rknn_path.name, rknn_path.stem)
+                      "RKNN model from the Frigate-layout ONNX, as `edgeport convert --target rknn` does "
+                      "(`<stem>_frigate/<stem>_frigate.rknn`)")
+    config = block("rknn", replace(record, layout="NHWC"), rknn_path.name, folder or rknn_path.stem)
     config["model"]["input_dtype"] = "int"
     config["detectors"]["rknn"]["num_cores"] = 0
     return config, ""
+
+
+def frigate_onnx(job, work: Path) -> Path:
+    """work/frigate.onnx: the float Frigate-layout ONNX of the job's model (the onnx target's float graph and
+    the same join as its Frigate copy)."""
+    import onnx
+
+    from edgeport.convert.onnx_target import float_model, split_record
+    from edgeport.convert.provenance import provenance
+
+    model, names, _ = float_model(job.derive(precision="fp32", batch=1))
+    split = work / "split.onnx"
+    onnx.save(model, str(split))
+    record = split_record(model, names, "onnx", "fp32", provenance(job.source, job.options.command))
+    out = work / "frigate.onnx"
+    onnx_layout(split, record, out)
+    return out
+
+
+def write_rknn_frigate(job, artifact, say: Callable[[str], None]):
+    """Write `<stem>_frigate/` for an edgeport .rknn: `<stem>_frigate.rknn` (Frigate's one-output layout), its
+    simulator bundle, frigate.yml and labels.txt; print the block. A toolkit failure costs one line and keeps the
+    artifact; a copy that disagrees with the float model is removed and raises ConversionError naming it (with
+    --no-check: kept, with a warning line and the finding in its record)."""
+    import tempfile
+
+    from edgeport.convert.frigate_rknn import FRIGATE_SOCS, build
+    from edgeport.convert.job import write_record
+    from edgeport.convert.rknn_target import SIMULATOR_LABEL, FP16_SIMULATOR_LABEL, embed_record
+
+    platform = artifact.record.provenance.get("platform")
+    if platform not in FRIGATE_SOCS:
+        say(f"frigate: no config for {artifact.path.name}: Frigate's rknn detector runs on {', '.join(FRIGATE_SOCS)} "
+            f"only, not {platform}; run the edgeport daemon on this board")
+        return artifact
+    stem = artifact.path.stem
+    folder = artifact.path.parent / f"{stem}_frigate"
+    folder.mkdir(exist_ok=True)
+    out = folder / f"{stem}_frigate.rknn"
+    bundle = out.with_suffix(".rknnsim")
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeport-frigate-") as tmp:
+            result, agreed = build(job, artifact, frigate_onnx(job, Path(tmp)), out, bundle, say)
+    except ConversionError as exc:
+        say(f"frigate: could not build the Frigate copy of {artifact.path.name}: {exc}")
+        return artifact
+    problem = agreed.problem(artifact.record.precision)
+    if problem and job.options.check:
+        for path in (out, bundle, folder / "frigate.yml"):  # no config may point at a removed model
+            path.unlink(missing_ok=True)
+        raise ConversionError(f"frigate: {out.name} (Frigate layout of {artifact.path.name}) disagrees with the "
+                              f"float model in the simulator: {problem}; removed it ({artifact.path.name} itself "
+                              "is unaffected; try more --calibration-images or --fp16)")
+    if problem:
+        say(f"frigate: WARNING: {out.name} disagrees with the float model in the simulator: {problem} "
+            "(kept: --no-check)")
+    spec = TensorSpec("output0", tuple(result["outputs"][0]["shape"]), "float32")
+    label = SIMULATOR_LABEL if artifact.record.precision == "int8" else FP16_SIMULATOR_LABEL
+    prov = {**artifact.record.provenance, "proxy": {"artifact": bundle.name, "label": label},
+            "frigate_check": {**agreed.as_dict(), "problem": problem, "enforced": bool(job.options.check)},
+            "frigate_tail": "decode tail in float16 (hybrid quantization)" if artifact.record.precision == "int8"
+            else "fp16 throughout"}
+    record = frigate_record(replace(artifact.record, provenance=prov), spec)
+    write_record(out, record)
+    embed_record(bundle, record, out.name)
+    config, _ = rknn_block(out, record, folder.name)
+    (folder / "labels.txt").write_text("".join(f"{name}\n" for name in record.names))
+    text = render("rknn", config, folder.name)
+    (folder / "frigate.yml").write_text(text)
+    if not problem:
+        say(f"frigate: {out.name} agrees with the float model in the simulator: {agreed.describe()}")
+    say(f"frigate: wrote {folder}/ ({out.name}, labels.txt, frigate.yml):\n{text.rstrip()}")
+    return replace(artifact, extra_files=(*artifact.extra_files, out, bundle, folder / "frigate.yml",
+                                          folder / "labels.txt"))

@@ -105,7 +105,7 @@ class Job:
         job = self.derive(**changes) if changes else self
         artifact = job.convert(name)
         if BY_NAME[name].frigate:  # the Frigate config folder, or one line saying why there is none
-            artifact = importlib.import_module("edgeport.convert.frigate").write_frigate(artifact, job.say, name)
+            artifact = importlib.import_module("edgeport.convert.frigate").write_frigate(artifact, job.say, name, job=job)
         if not job.options.check:
             return artifact
         from edgeport.convert.verify import describe, verify_artifact

@@ -87,29 +87,35 @@ def import_rknn():
 
 
 SDPA_RULE = "_p_fuse_exmatmul_add_mul_exsoftmax13_exmatmul_to_sdpa"
+SPLIT_RULE = "_p_seperate_conv_rs_split"
 SDPA_SKIPPED: list[str] = []
+# rules of rknn-toolkit2 2.5.0 that raise IndexError on graphs they should leave alone: module, rule, where to note it
+GUARDED_RULES = (("matmul", SDPA_RULE, SDPA_SKIPPED), ("conv", SPLIT_RULE, []))
 
 
 def _guard_sdpa_rule() -> None:
     """rknn-toolkit2 2.5.0's rule that fuses MatMul-Softmax-MatMul into one attention op raises IndexError on
-    Ultralytics' attention blocks (YOLO11/12/26: Softmax, then Transpose, then MatMul) and stops the build.
-    Let the rule answer "no match" there instead (its own no-match value), so the block stays unfused ops."""
+    Ultralytics' attention blocks (YOLO11/12/26: Softmax, then Transpose, then MatMul) and stops the build; its
+    rule that splits a Conv before a Reshape raises it on the decoded head's 1x1 DFL Conv (the Frigate-layout
+    graph). Let each answer "no match" there instead (its own no-match value), so those ops stay unfused."""
     import gc
+    import importlib
 
-    try:
-        import rknn.api.rules.matmul as rules
-    except ImportError:
-        return
-    rule = getattr(rules, SDPA_RULE, None)
-    for holder in gc.get_referrers(rule) if rule is not None else ():
-        if isinstance(holder, dict) and holder.get("proc") is rule:
-            def guarded(*args, _rule=rule, **kwargs):
-                try:
-                    return _rule(*args, **kwargs)
-                except IndexError:
-                    SDPA_SKIPPED.append(SDPA_RULE)
-                    return [], []
-            holder["proc"] = guarded
+    for module_name, rule_name, skipped in GUARDED_RULES:
+        try:
+            rules = importlib.import_module(f"rknn.api.rules.{module_name}")
+        except ImportError:
+            continue
+        rule = getattr(rules, rule_name, None)
+        for holder in gc.get_referrers(rule) if rule is not None else ():
+            if isinstance(holder, dict) and holder.get("proc") is rule:
+                def guarded(*args, _rule=rule, _name=rule_name, _skipped=skipped, **kwargs):
+                    try:
+                        return _rule(*args, **kwargs)
+                    except IndexError:
+                        _skipped.append(_name)
+                        return [], []
+                holder["proc"] = guarded
 
 
 _OUT: list[BinaryIO] = []  # this process's real stdout, once `own_stdout` moved fd 1 to stderr
@@ -165,11 +171,42 @@ def build_session(RKNN, job: dict[str, Any], work: Path):
         os.chdir(cwd)
     rknn.release()
     stem = Path(job["onnx"]).stem
+    if job.get("float_layers"):
+        kept = keep_float(work / f"{stem}.model", work / f"{stem}.quantization.cfg", job["float_layers"])
+        say(f"rknn: {kept} tensors of the decode tail kept in float16 (hybrid quantization)")
     rknn = _configured(RKNN, job)
     _check(rknn.hybrid_quantization_step2(model_input=str(work / f"{stem}.model"),
                                           data_input=str(work / f"{stem}.data"),
                                           model_quantization_cfg=str(work / f"{stem}.quantization.cfg")), "build")
     return rknn
+
+
+def keep_float(model_path: Path, cfg_path: Path, nodes: list[str]) -> int:
+    """Mark as float16, in step1's quantization.cfg, every tensor written by the toolkit's nodes named in `nodes`
+    (the source ONNX's decode tail) and by everything after them; return how many. The toolkit renames and fuses
+    nodes, so the named ones that survive are the seeds and the rest follows the toolkit's own graph."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    wanted, tail, front = set(nodes), set(), [node for node in graph.node if node.name in set(nodes)]
+    while front:
+        node = front.pop()
+        if id(node) not in tail:
+            tail.add(id(node))
+            front.extend(c for out in node.output for c in consumers.get(out, []))
+    text = cfg_path.read_text()
+    head, rest = text.split("\n", 1)
+    if head.strip() != "custom_quantize_layers: {}" or not wanted:
+        raise RuntimeError(f"unexpected hybrid quantization config {cfg_path.name} (first line {head!r})")
+    keys = [out for node in graph.node if id(node) in tail for out in node.output if f"\n    {out}:" in rest]
+    if not keys:
+        raise RuntimeError("none of the decode tail's nodes survived the toolkit's graph rewrite")
+    cfg_path.write_text("custom_quantize_layers:\n" + "".join(f"    {json.dumps(k)}: float16\n" for k in keys) + rest)
+    return len(keys)
 
 
 def write_bundle(path: Path, job: dict[str, Any], work: Path) -> None:
@@ -204,6 +241,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         _check(rknn.init_runtime(), "init_runtime (simulator)")
         frame = np.zeros((1, job["imgsz"], job["imgsz"], 3), np.uint8)
         outputs = rknn.inference(inputs=[frame], data_format="nhwc")
+        if job.get("check_frames"):  # (N, H, W, 3) uint8: the simulator's outputs on them, for the parent's check
+            frames = np.load(job["check_frames"])
+            answers = [rknn.inference(inputs=[f[None]], data_format="nhwc") for f in frames]
+            np.savez(job["check_outputs"], *[np.concatenate([a[i] for a in answers]).astype(np.float32)
+                                             for i in range(len(answers[0]))])
         rknn.release()
     return {"toolkit_version": version, "attention_unfused": bool(SDPA_SKIPPED),
             "outputs": [{"shape": list(o.shape), "dtype": str(o.dtype)} for o in outputs]}

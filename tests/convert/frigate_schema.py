@@ -17,7 +17,7 @@ DETECTORS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "openvino": ({"device": str}, ("ssd", "yolonas", "yolo-generic", "yolox", "rfdetr", "dfine")),
     "onnx": ({"device": str}, ("yolonas", "yolo-generic", "yolox", "rfdetr", "dfine")),
     "edgetpu": ({"device": str}, ("ssd", "yolo-generic")),
-    "rknn": ({"num_cores": int}, ("yolo-generic", "yolonas", "yolox")),
+    "rknn": ({"num_cores": range(0, 4)}, ("yolo-generic", "yolonas", "yolox")),  # Frigate: 0 <= num_cores <= 3
     "tensorrt": ({"device": int}, ("yolov7",)),  # Jetson only; engines from Frigate's own build script
 }
 
@@ -45,7 +45,9 @@ def problems(config: dict[str, Any]) -> list[str]:
                 continue
             if key not in own:
                 found.append(f"detectors.{name}.{key} is not a {kind} key")
-            elif not isinstance(value, own[key]):
+            elif isinstance(own[key], range) and (not isinstance(value, int) or value not in own[key]):
+                found.append(f"detectors.{name}.{key}: {value!r} is not an integer in {own[key]}")
+            elif isinstance(own[key], type) and not isinstance(value, own[key]):
                 found.append(f"detectors.{name}.{key}: {value!r} is not {own[key].__name__}")
         if model.get("model_type", "ssd") not in model_types:
             found.append(f"{kind} does not run model_type {model.get('model_type')!r}")

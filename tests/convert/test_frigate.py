@@ -80,6 +80,8 @@ def test_schema_catches_what_frigate_rejects():
     bad = {"detectors": {"ov": {"type": "openvino", "device": "CPU", "threads": 2}},
            "model": {"model_type": "yolov8", "input_tensor": "chw", "width": "320"}}
     assert len(problems(bad)) == 5  # model_type twice: unknown, and not an openvino type
+    too_many = {"detectors": {"rknn": {"type": "rknn", "num_cores": 4}}, "model": {"model_type": "yolo-generic"}}
+    assert problems(too_many) == ["detectors.rknn.num_cores: 4 is not an integer in range(0, 4)"]
 
 
 def _record(target: str, decode: Decode, outputs: tuple[TensorSpec, ...], batch: int = 1) -> ArtifactRecord:
@@ -112,7 +114,16 @@ def test_rknn_block_from_name_and_record(tmp_path):
     split = _record("rknn", Decode(), (TensorSpec("boxes", (1, 2100, 4), "float32"),
                                        TensorSpec("scores", (1, 2100, 3), "float32")))
     config, why = rknn_block(tmp_path / "m_rknn_rk3588.rknn", split)
-    assert config is None and "_frigate.onnx" in why
+    assert config is None and "--target rknn" in why
+
+
+def test_rknn_for_a_soc_frigate_does_not_run_says_why(tmp_path):
+    lines = []
+    record = replace(_record("rknn", Decode(kind="dfl"), (TensorSpec("box_8", (1, 1600, 64), "float32"),)),
+                     provenance={"platform": "rv1106"})
+    artifact = Artifact(tmp_path / "m_rknn_rv1106.rknn", record)
+    assert write_frigate(artifact, lines.append, job=object()) is artifact
+    assert "rk3562, rk3566, rk3568, rk3576, rk3588 only, not rv1106" in lines[0] and not list(tmp_path.iterdir())
 
 
 def test_block_reads_size_and_layout_from_the_record():
