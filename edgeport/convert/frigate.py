@@ -203,8 +203,9 @@ def frigate_onnx(job, work: Path) -> Path:
 def write_rknn_frigate(job, artifact, say: Callable[[str], None]):
     """Write `<stem>_frigate/` for an edgeport .rknn: `<stem>_frigate.rknn` (Frigate's one-output layout), its
     simulator bundle, frigate.yml and labels.txt; print the block. A toolkit failure costs one line and keeps the
-    artifact; a copy that disagrees with the float model is removed and raises ConversionError naming it (with
-    --no-check: kept, with a warning line and the finding in its record)."""
+    artifact; a copy that disagrees with the float model is removed, with one line naming it and why, and
+    the artifact stands (it passed its own check); with --no-check the copy is kept, with a warning line and
+    the finding in its record."""
     import tempfile
 
     from edgeport.convert.frigate_rknn import FRIGATE_SOCS, build
@@ -231,9 +232,10 @@ def write_rknn_frigate(job, artifact, say: Callable[[str], None]):
     if problem and job.options.check:
         for path in (out, bundle, folder / "frigate.yml"):  # no config may point at a removed model
             path.unlink(missing_ok=True)
-        raise ConversionError(f"frigate: {out.name} (Frigate layout of {artifact.path.name}) disagrees with the "
-                              f"float model in the simulator: {problem}; removed it ({artifact.path.name} itself "
-                              "is unaffected; try more --calibration-images or --fp16)")
+        say(f"frigate: REFUSED {out.name} (Frigate layout of {artifact.path.name}): it disagrees with the float "
+            f"model in the simulator: {problem}; removed it, no Frigate config written ({artifact.path.name} "
+            "itself passed its own check; try more --calibration-images or --fp16)")
+        return artifact
     if problem:
         say(f"frigate: WARNING: {out.name} disagrees with the float model in the simulator: {problem} "
             "(kept: --no-check)")
