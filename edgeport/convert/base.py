@@ -30,6 +30,7 @@ class ConvertOptions:
     calibration_dir: Path | None = None  # cache folder of the calibration set
     max_drop: float | None = None  # points of mAP50-95 the artifact may lose against the float model
     fallback: bool = False  # int8: keep the most sensitive layers in int16 until max_drop holds
+    edgetpu: bool = False  # tflite int8 built for the Edge TPU: accuracy control tries blocks after the TPU part first
     progress: Callable[[str], None] | None = None  # called with one line per step
     ort_web_dir: Path | None = None  # onnx-web: onnxruntime-web's package or dist folder (else env, node_modules)
     ort_format: bool = False  # onnx-web: also write the model in onnxruntime's .ort format

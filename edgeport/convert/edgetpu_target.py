@@ -19,7 +19,7 @@ def convert_edgetpu(job: Job) -> Artifact:
     options, say = job.options, job.say
     if options.io == "float":
         raise ConversionError("edgetpu: the Edge TPU needs integer input and output; use --io uint8 or int8")
-    int8 = job.convert("tflite", precision="int8")
+    int8 = job.convert("tflite", precision="int8", edgetpu=True)
     report = analyze(int8.path)
     say(report.summary())
     compiled, log, message = compile_model(int8.path, options.out_dir)

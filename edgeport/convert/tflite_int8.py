@@ -1,5 +1,5 @@
 """ai-edge-quantizer settings of the TFLite target: calibration ranges, full-integer int8 (with int16
-layers for the accuracy fallback), fp16 and dynamic-range weights.
+layers for the accuracy fallback, float blocks for accuracy control), fp16 and dynamic-range weights.
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ def calibration_stats(float_path: Path, calibration) -> dict:
     return stats
 
 
-def quantize_int8(float_path: Path, out: Path, io: str, stats: dict, int16_scopes: tuple[str, ...] = ()):
+def quantize_int8(float_path: Path, out: Path, io: str, stats: dict, int16_scopes: tuple[str, ...] = (),
+                  float_scopes: tuple[str, ...] = ()):
     """Full-integer int8 from calibrated ranges; ops whose scope is in int16_scopes get int16
-    activations. Returns the ai-edge-quantizer Quantizer (for validation)."""
+    activations, ops whose scope is in float_scopes stay float (QUANTIZE / DEQUANTIZE around them).
+    Returns the ai-edge-quantizer Quantizer (for validation)."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     qt = quantizer.Quantizer(str(float_path))
@@ -53,6 +55,10 @@ def quantize_int8(float_path: Path, out: Path, io: str, stats: dict, int16_scope
         qt.update_quantization_recipe(regex=f"^{re.escape(scope)}$",
                                       operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                       op_config=_int_config(16))
+    if float_scopes:  # one regex for them all: the recipe is searched once per op
+        qt.update_quantization_recipe(regex="^(?:" + "|".join(re.escape(s) for s in sorted(set(float_scopes))) + ")$",
+                                      operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                      algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
     qt.quantize(calibration_result=stats).export_model(str(out), overwrite=True)
     return qt
 

@@ -112,12 +112,13 @@ def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertO
         else:
             say(f"tflite: quantizing (int8, I/O {io}) with ai-edge-quantizer")
             from edgeport.calibration.ranges import Fallbacks
-            from edgeport.convert.tflite_ranges import apply_method
+            from edgeport.convert.tflite_ranges import OUTPUT_RANGES, apply_method
 
             fallbacks = Fallbacks()
             stats = apply_method(calibration_stats(calibrated, calibration), calibrated, calibration,
                                  options.calibration_method, fallbacks)
             prov["calibration_fallbacks"] = fallbacks.provenance()
+            prov["output_ranges"] = OUTPUT_RANGES
             if fallbacks.reasons:
                 say(f"tflite: {len(fallbacks.reasons)} tensors had degenerate calibration statistics and got a "
                     f"fallback range (named in the record): {', '.join(list(fallbacks.reasons)[:6])}")
@@ -130,10 +131,38 @@ def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertO
 
                 prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt,
                                                      calibration.at_batch(options.batch), options, record_for, say)
+            else:
+                control = float_block_control(float_path, out, loaded, calibration, options, stats, prov, say)
+                if control:
+                    prov["accuracy_control"] = control
     except ConversionError:
         raise
     except Exception as exc:
         raise ConversionError(f"tflite: quantization failed: {str(exc).splitlines()[0]}") from exc
+
+
+def float_block_control(float_path: Path, out: Path, loaded, calibration, options: ConvertOptions, stats: dict,
+                        prov: dict, say) -> dict:
+    """Accuracy control of the int8 `out` (edgeport.convert.tflite_accuracy) when a budget applies: --max-drop,
+    or the default of one-to-one heads, with a labelled DATA.yaml; {} when none does."""
+    from edgeport.convert.onnx_accuracy import budget_for
+    from edgeport.evaluate.dataset import is_data_yaml
+
+    budget, why = budget_for(options.max_drop, loaded.describe())
+    if budget is None:
+        return {}
+    if not is_data_yaml(options.data):
+        say(f"tflite: no accuracy control ({why}: {budget} points): it measures mAP and needs a labelled DATA.yaml "
+            "as --data")
+        return {}
+    from edgeport.convert.tflite_accuracy import accuracy_control
+
+    def record_for(path: Path, label: str) -> ArtifactRecord:
+        return build_record(path, loaded, label, prov)
+
+    info = accuracy_control(float_path, out, options.io, stats, loaded, calibration.at_batch(options.batch),
+                            options.data, budget, record_for, say, edgetpu=options.edgetpu)
+    return {**info, "budget_from": why}
 
 
 def describe_integer(record: ArtifactRecord, prov: dict, io: str) -> str:
@@ -142,6 +171,11 @@ def describe_integer(record: ArtifactRecord, prov: dict, io: str) -> str:
     if io == "float":
         return ("tflite: int8 inside with float32 input and output (QUANTIZE/DEQUANTIZE at the boundary); not "
                 "full-integer, not Edge TPU ready")
+    kept = prov.get("accuracy_control", {}).get("float_blocks")
+    if kept:
+        return (f"tflite: int8 with {len(kept)} blocks kept in float for accuracy ({', '.join(kept[:8])}"
+                f"{', ...' if len(kept) > 8 else ''}; {len(prov['ops_left_in_float'])} ops compute in float, "
+                f"QUANTIZE/DEQUANTIZE around them): integer I/O, not full-integer")
     if prov["ops_left_in_float"]:
         return f"tflite: {len(prov['ops_left_in_float'])} ops left in float: {', '.join(prov['ops_left_in_float'][:12])}"
     if prov.get("fallback", {}).get("int16_layers"):
