@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 
-from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec
+from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec, sidecar_path
 from edgeport.convert.base import Artifact, ConvertOptions, batch_suffix
 from edgeport.convert.job import Job, write_record
 from edgeport.convert.provenance import provenance
@@ -116,9 +116,10 @@ def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertO
 
             fallbacks = Fallbacks()
             stats = apply_method(calibration_stats(calibrated, calibration), calibrated, calibration,
-                                 options.calibration_method, fallbacks)
+                                 options.calibration_method, fallbacks, whole_outputs=loaded.one_to_one)
             prov["calibration_fallbacks"] = fallbacks.provenance()
-            prov["output_ranges"] = OUTPUT_RANGES
+            if loaded.one_to_one:
+                prov["output_ranges"] = OUTPUT_RANGES
             if fallbacks.reasons:
                 say(f"tflite: {len(fallbacks.reasons)} tensors had degenerate calibration statistics and got a "
                     f"fallback range (named in the record): {', '.join(list(fallbacks.reasons)[:6])}")
@@ -212,6 +213,10 @@ def convert_tflite(job: Job) -> Artifact:
             say("tflite: calibrating on the batch-1 graph (same tensor names), then quantizing the batch-N graph")
             export_float(loaded, calibrated, 1)
         quantize(float_path, out, loaded, calibration, options, prov, say, calibrated)
+    if prov.get("accuracy_control", {}).get("float_blocks"):  # not full-integer any more: the name says so
+        mixed = out.with_name(out.name.replace("full_integer_int8", "int8_float_blocks"))
+        sidecar_path(out).unlink(missing_ok=True)
+        out = out.replace(mixed)
     from edgeport.convert.tflite_ops import float_ops
 
     prov["ops_left_in_float"] = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []
