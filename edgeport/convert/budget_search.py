@@ -37,8 +37,8 @@ def widen_until_within(ranking: Sequence[str], try_prefix: Callable[[list[str]],
     """Try the first n names of `ranking` (worst first) for each n of `steps` until a drop <= `budget`.
 
     `try_prefix(names)` returns (drop in points, candidate); `start` is (drop, candidate) of the untouched
-    model. Each try is said as "<n> <what> -> drop D points" (then `describe(candidate)`). Returns the first prefix within budget, else
-    the one with the smallest drop (the untouched model when none was smaller).
+    model. Each try is said as "<n> <what> -> drop D points" (then `describe(candidate)`). Returns the first
+    prefix within budget, else the one with the smallest drop (the untouched model when none was smaller).
     """
     best = Best(start[0], [], start[1])
     for size in prefix_sizes(steps, len(ranking), through_all):

@@ -214,7 +214,8 @@ def convert_tflite(job: Job) -> Artifact:
             export_float(loaded, calibrated, 1)
         quantize(float_path, out, loaded, calibration, options, prov, say, calibrated)
     if prov.get("accuracy_control", {}).get("float_blocks"):  # not full-integer any more: the name says so
-        mixed = out.with_name(out.name.replace("full_integer_int8", "int8_float_blocks"))
+        tail = "int8_cpu_float_blocks" if options.edgetpu else "int8_float_blocks"  # --target all writes both
+        mixed = out.with_name(out.name.replace("full_integer_int8", tail))
         sidecar_path(out).unlink(missing_ok=True)
         out = out.replace(mixed)
     from edgeport.convert.tflite_ops import float_ops

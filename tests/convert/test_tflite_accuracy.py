@@ -72,8 +72,10 @@ def test_blocks_kept_in_float_compute_in_float_in_the_written_tflite(float26, tm
 
 def test_edge_tpu_tries_the_blocks_after_its_part_first(float26, tmp_path):
     """Blocks wholly after the first op the Edge TPU cannot run (YOLO26: the attention's BATCH_MATMUL in
-    model.10) come first; keeping them in float leaves every TPU op on the TPU, one inside does not."""
-    from edgeport.convert.tflite_accuracy import find_blocks, order_for_edgetpu, tpu_part
+    model.10) come first; keeping them in float leaves every TPU op on the TPU, one inside does not (and the
+    record and the progress say so)."""
+    from edgeport.convert.budget_search import Best
+    from edgeport.convert.tflite_accuracy import _finish, find_blocks, order_for_edgetpu, tpu_part
     from edgeport.convert.tflite_int8 import quantize_int8
 
     path, source, _, stats = float26
@@ -90,6 +92,11 @@ def test_edge_tpu_tries_the_blocks_after_its_part_first(float26, tmp_path):
     quantize_int8(path, tpu_side, "uint8", stats, float_scopes=tuple(blocks["model.2"]))
     assert tpu_part(cpu_side)[1] == mapped
     assert tpu_part(tpu_side)[1] < mapped
+    lines = []  # a search that needed a block inside the TPU part says so, in the record and aloud
+    info = _finish({"edgetpu_ops_before": mapped}, Best(0.1, ["model.2"], tpu_side), tpu_side, 0.5, True,
+                   lines.append)
+    assert info["edgetpu_ops_after"] < mapped and "moved from the Edge TPU to the CPU" in info["edgetpu_note"]
+    assert any(line.startswith("accuracy control: WARNING:") for line in lines)
 
 
 def test_one_to_one_outputs_take_the_whole_calibration_range(float26):
@@ -133,7 +140,7 @@ def test_edgetpu_search_keeps_float_blocks_after_the_tpu_part_and_names_them(flo
     assert control["drop_before"] > 1.0 and control["budget_from"] == "--max-drop"  # the search had to run
     kept = control["float_blocks"]
     assert kept and control["drop_after"] < control["drop_before"]
-    assert artifact.path.name.endswith("_int8_float_blocks.tflite")
+    assert artifact.path.name.endswith("_int8_cpu_float_blocks.tflite")
     blocks = find_blocks(float26[0], True)  # the same scopes as the converted graph's
     ops = list(zip(list_ops(artifact.path), op_scopes(artifact.path)))
     assert {scope for op, scope in ops if op.computes_in_float} == {s for b in kept for s in blocks[b]}
