@@ -5,8 +5,8 @@
 
 `--targets`: the mAP50-95 drop of every int8 target (onnx, tensorrt QDQ proxy, tflite full-integer, tflite
 with the int16 fallback, Edge TPU) of each bundled trained sample (YOLOv8n, YOLO26n), with the drop before
-accuracy control, what stayed in float or int16, and the p50 invoke of each TFLite (2 threads) next to the
-float TFLite's; `--search-drop N` adds tflite and edgetpu with --max-drop N (the float-block search);
+accuracy control, what stayed in float or int16, and the p50 invoke of each TFLite (2 threads, the models of
+one sample timed round-robin) next to the float TFLite's; `--search-drop N` adds tflite and edgetpu with --max-drop N (the float-block search);
 `--model 26n` converts only the bundled models whose name contains it.
 
 Every artifact is evaluated through the same runtime on the same val split, in this one run.
@@ -98,6 +98,21 @@ def kept_text(prov: dict) -> tuple[float | None, str]:
     return None, "-"
 
 
+def interleaved_invoke(paths: list[Path], image_rgb: np.ndarray, runs: int) -> list[float]:
+    """p50 milliseconds of invoke for each model (2 threads), measured round-robin in one loop so that a busy
+    host slows every model alike."""
+    detectors = [Detector(path, threads=2) for path in paths]
+    tensors = [d.preprocess([image_rgb])[0] for d in detectors]
+    times: list[list[float]] = [[] for _ in paths]
+    for i in range(runs + 5):
+        for detector, tensor, seen in zip(detectors, tensors, times):
+            start = time.perf_counter()
+            detector.backend.invoke(tensor)
+            if i >= 5:
+                seen.append((time.perf_counter() - start) * 1000)
+    return [round(float(np.median(seen)), 2) for seen in times]
+
+
 def target_label(target: str, extra: dict) -> str:
     """e.g. 'tflite', 'tflite --fallback', 'edgetpu --max-drop 0.05', 'tflite fp32'."""
     if extra.get("fallback"):
@@ -144,9 +159,13 @@ def per_target(args) -> None:
             before, kept = kept_text(artifact.record.provenance)
             rows.append({"model": model.stem, "target": label, "file": runnable.name, "map50_95": round(value, 4),
                          "drop_points": round((base - value) * 100, 2), "drop_before_points": before,
-                         "kept": kept, "convert_s": seconds,
-                         **(timings(runnable, image, args.runs) if runnable.suffix == ".tflite" else {})})
-            print(rows[-1], file=sys.stderr, flush=True)
+                         "kept": kept, "convert_s": seconds, "path": runnable})
+            print({k: v for k, v in rows[-1].items() if k != "path"}, file=sys.stderr, flush=True)
+        tflite = [r for r in rows if r["model"] == model.stem and r["path"].suffix == ".tflite"]
+        for row, ms in zip(tflite, interleaved_invoke([r["path"] for r in tflite], image, args.runs)):
+            row["invoke_ms_p50"] = ms
+    for row in rows:
+        del row["path"]
     shutil.rmtree(work, ignore_errors=True)
     print_targets(rows)
     args.json.parent.mkdir(parents=True, exist_ok=True)
