@@ -5,7 +5,7 @@ layers for the accuracy fallback, float blocks for accuracy control), fp16 and d
 from __future__ import annotations
 
 import contextlib
-import io
+from io import StringIO
 import re
 from pathlib import Path
 
@@ -61,7 +61,7 @@ def quantize_int8(float_path: Path, out: Path, io: str, stats: dict, int16_scope
         qt.update_quantization_recipe(regex="^(?:" + "|".join(re.escape(s) for s in sorted(set(float_scopes))) + ")$",
                                       operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                       algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
-    with contextlib.redirect_stdout(io.StringIO()):  # its size report, printed once per (re)quantization
+    with contextlib.redirect_stdout(StringIO()):  # its size report, printed once per (re)quantization
         result = qt.quantize(calibration_result=stats)
     Path(out).unlink(missing_ok=True)  # else a warning per candidate of the accuracy searches
     result.export_model(str(out))
