@@ -1,11 +1,13 @@
 """Full-integer int8 accuracy and speed on the bundled sample, against Ultralytics' own int8 export.
 
     python benchmarks/int8_accuracy.py [--calibration-images 80] [--json benchmarks/results/int8_accuracy.json]
-    python benchmarks/int8_accuracy.py --targets [--json benchmarks/results/int8_targets.json]
+    python benchmarks/int8_accuracy.py --targets [--search-drop 0.05] [--model 26n] [--json FILE]
 
 `--targets`: the mAP50-95 drop of every int8 target (onnx, tensorrt QDQ proxy, tflite full-integer, tflite
 with the int16 fallback, Edge TPU) of each bundled trained sample (YOLOv8n, YOLO26n), with the drop before
-accuracy control and what stayed in float or int16.
+accuracy control, what stayed in float or int16, and the p50 invoke of each TFLite (2 threads, the models of
+one sample timed round-robin) next to the float TFLite's; `--search-drop N` adds tflite and edgetpu with --max-drop N (the float-block search);
+`--model 26n` converts only the bundled models whose name contains it.
 
 Every artifact is evaluated through the same runtime on the same val split, in this one run.
 Goals: our full-integer drop <= 1.0 point mAP50-95 against the float ONNX and <= Ultralytics'
@@ -81,8 +83,14 @@ def kept_text(prov: dict) -> tuple[float | None, str]:
     control, fallback = prov.get("accuracy_control"), prov.get("fallback")
     if control:
         blocks = control["float_blocks"]
-        return control["drop_before"], (f"{len(blocks)} blocks in float ({len(control['float_nodes'])} nodes): "
-                                        + ", ".join(blocks) if blocks else "none")
+        if "float_nodes" in control:
+            size = f"{len(control['float_nodes'])} nodes"
+        else:  # tflite: ops computing in float, and for the Edge TPU the ops it still runs
+            size = f"{len(control['float_ops'])} ops"
+            if "edgetpu_ops_after" in control:
+                size += f"; {control['edgetpu_ops_after']}/{control['edgetpu_ops_before']} TPU ops kept"
+        return control["drop_before"], (f"{len(blocks)} blocks in float ({size}): " + ", ".join(blocks)
+                                        if blocks else "none")
     if fallback:
         layers = fallback["int16_layers"]
         return fallback["drop_before"], (f"{len(layers)} layers in int16" if layers else "none needed"
@@ -90,37 +98,79 @@ def kept_text(prov: dict) -> tuple[float | None, str]:
     return None, "-"
 
 
+def interleaved_invoke(paths: list[Path], image_rgb: np.ndarray, runs: int) -> list[float]:
+    """p50 milliseconds of invoke for each model (2 threads), measured round-robin in one loop so that a busy
+    host slows every model alike."""
+    detectors = [Detector(path, threads=2) for path in paths]
+    tensors = [d.preprocess([image_rgb])[0] for d in detectors]
+    times: list[list[float]] = [[] for _ in paths]
+    for i in range(runs + 5):
+        for detector, tensor, seen in zip(detectors, tensors, times):
+            start = time.perf_counter()
+            detector.backend.invoke(tensor)
+            if i >= 5:
+                seen.append((time.perf_counter() - start) * 1000)
+    return [round(float(np.median(seen)), 2) for seen in times]
+
+
+def target_label(target: str, extra: dict) -> str:
+    """e.g. 'tflite', 'tflite --fallback', 'edgetpu --max-drop 0.05', 'tflite fp32'."""
+    if extra.get("fallback"):
+        return f"{target} --fallback"
+    if extra.get("precision") == "fp32":
+        return f"{target} fp32"
+    return target + (f" --max-drop {extra['max_drop']:g}" if "max_drop" in extra else "")
+
+
+def print_targets(rows: list[dict]) -> None:
+    """The --targets table (markdown): accuracy, what stayed in float, and p50 invoke of the TFLite rows."""
+    print("| model | target | mAP50-95 | drop (points) | drop before control | kept in float / int16 "
+          "| invoke p50 ms |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        before = "-" if r["drop_before_points"] is None else f"{r['drop_before_points']:.2f}"
+        invoke = f"{r['invoke_ms_p50']:.1f}" if "invoke_ms_p50" in r else "-"
+        print(f"| {r['model']} | {r['target']} | {r['map50_95']:.4f} | {r['drop_points']:.2f} | {before} | "
+              f"{r['kept']} | {invoke} |")
+
+
 def per_target(args) -> None:
     """Every int8 target of each bundled trained sample: drop against its float ONNX on the val split."""
     from edgeport.convert.verify import runnable_file
 
     data, work, rows = sample.data_yaml(), Path(tempfile.mkdtemp(prefix="edgeport-int8-targets-")), []
-    for model in sample.models():
+    image = load_image(next((data.parent / "images" / "val").glob("*.jpg")))
+    plan = [("tflite", {"precision": "fp32"})] + list(INT8_TARGETS)
+    if args.search_drop is not None:  # the float-block search at work even where the default budget holds
+        plan += [("tflite", {"max_drop": args.search_drop}), ("edgetpu", {"max_drop": args.search_drop})]
+    for model in sample.pick_model(args.model):
         out = work / model.stem
         base = evaluate(convert(model, "onnx", ConvertOptions(out_dir=out, check=False)).path, data,
                         progress=False).map50_95
-        for target, extra in INT8_TARGETS:
-            label = target + (" --fallback" if extra.get("fallback") else "")
+        for target, extra in plan:
+            label = target_label(target, extra)
             print(f"{model.stem}: {label} ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            artifact = convert(model, target, ConvertOptions(
-                out_dir=out / label.replace(" --", "_"), precision="int8", data=data, check=False,
-                calibration_images=args.calibration_images, **extra))
-            value = evaluate(runnable_file(artifact), data, progress=False).map50_95
+            artifact = convert(model, target, ConvertOptions(**{
+                "out_dir": out / label.replace(" --", "_").replace(" ", "_"), "precision": "int8", "data": data,
+                "check": False, "calibration_images": args.calibration_images, **extra}))
+            seconds = round(time.perf_counter() - start, 1)
+            runnable = runnable_file(artifact)
+            value = evaluate(runnable, data, progress=False).map50_95
             before, kept = kept_text(artifact.record.provenance)
-            rows.append({"model": model.stem, "target": label, "map50_95": round(value, 4),
+            rows.append({"model": model.stem, "target": label, "file": runnable.name, "map50_95": round(value, 4),
                          "drop_points": round((base - value) * 100, 2), "drop_before_points": before,
-                         "kept": kept, "convert_s": round(time.perf_counter() - start, 1)})
-            print(rows[-1], file=sys.stderr, flush=True)
+                         "kept": kept, "convert_s": seconds, "path": runnable})
+            print({k: v for k, v in rows[-1].items() if k != "path"}, file=sys.stderr, flush=True)
+        tflite = [r for r in rows if r["model"] == model.stem and r["path"].suffix == ".tflite"]
+        for row, ms in zip(tflite, interleaved_invoke([r["path"] for r in tflite], image, args.runs)):
+            row["invoke_ms_p50"] = ms
+    for row in rows:
+        del row["path"]
     shutil.rmtree(work, ignore_errors=True)
-    print("| model | int8 target | mAP50-95 | drop (points) | drop before control | kept in float / int16 |\n"
-          "|---|---|---|---|---|---|")
-    for r in rows:
-        before = "-" if r["drop_before_points"] is None else f"{r['drop_before_points']:.2f}"
-        print(f"| {r['model']} | {r['target']} | {r['map50_95']:.4f} | {r['drop_points']:.2f} | {before} | {r['kept']} |")
+    print_targets(rows)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"host": host_description(), "calibration_images": args.calibration_images,
-                                     "rows": rows}, indent=2))
+                                     "threads": 2, "rows": rows}, indent=2))
     print(f"\nwrote {args.json}")
 
 
@@ -130,6 +180,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--targets", action="store_true", help="every int8 target of each bundled sample")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--model", default=None, help="--targets: only the bundled models whose name contains this")
+    parser.add_argument("--search-drop", type=float, default=None,
+                        help="--targets: also tflite and edgetpu with this --max-drop (the float-block search)")
     args = parser.parse_args()
     if args.targets:
         args.json = args.json or ROOT / "benchmarks" / "results" / "int8_targets.json"

@@ -1,8 +1,9 @@
-"""Which ops of a full-integer .tflite will map to the Edge TPU, and where the CPU fallback starts (conversion-time work).
+"""Which ops of an integer .tflite will map to the Edge TPU, and where the CPU fallback starts (conversion-time work).
 
 The compiler maps ops in graph order until the first op it cannot run; from there on every op
 runs on the CPU (its default, single-subgraph behaviour). This module predicts that from the
-flatbuffer alone, so the answer is there even where `edgetpu_compiler` is not installed.
+flatbuffer alone, so the answer is there even where `edgetpu_compiler` is not installed. Ops left in
+float (accuracy control keeps blocks after the TPU part in float) are CPU ops like any other.
 """
 
 from __future__ import annotations

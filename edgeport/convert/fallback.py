@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeport.artifact import ArtifactRecord, write_sidecar
+from edgeport.convert.budget_search import widen_until_within
 from edgeport.convert.tflite_int8 import quantize_int8
 
 STEPS = (2, 4, 8, 16, 32, 64)
@@ -71,18 +72,16 @@ def accuracy_fallback(float_path: Path, out: Path, io: str, stats: dict, quantiz
         return info
     say(f"fallback: full-integer drops {drop:.2f} points (> {budget}); measuring per-layer error")
     ranking = sensitivity(float_path, quantizer, calibration)
-    best = (drop, [], None)
-    for step in STEPS:
-        scopes = [scope for scope, _ in ranking[:step]]
-        candidate = float_path.with_name(f"fallback_{step}.tflite")
+
+    def try_prefix(scopes: list[str]):
+        candidate = float_path.with_name(f"fallback_{len(scopes)}.tflite")
         quantize_int8(float_path, candidate, io, stats, tuple(scopes))
-        candidate_drop = round((baseline - map50_95(candidate, "int8")) * 100, 3)
-        say(f"fallback: {len(scopes)} most sensitive layers in int16 -> drop {candidate_drop:.2f} points")
-        if candidate_drop < best[0]:
-            best = (candidate_drop, scopes, candidate)
-        if candidate_drop <= budget:
-            break
-    drop_after, scopes, chosen = best
+        return round((baseline - map50_95(candidate, "int8")) * 100, 3), candidate
+
+    best = widen_until_within([scope for scope, _ in ranking], try_prefix, budget, STEPS, (drop, None),
+                              lambda line: say(f"fallback: {line}"), "most sensitive layers in int16",
+                              through_all=False)
+    drop_after, scopes, chosen = best.drop, best.names, best.candidate
     if chosen is not None:
         shutil.copy(chosen, out)
     info.update(drop_after=drop_after, int16_layers=[short_name(s) for s in scopes], reached=drop_after <= budget)

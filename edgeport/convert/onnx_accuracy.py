@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from edgeport.convert.budget_search import widen_until_within
+
 BLOCK = re.compile(r"/((?:one2one_)?cv[234]\.\d+|model\.\d+)/")
 STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 # NMS-free one-to-one heads (YOLO26, YOLOv10) lose far more to int8 activations than the NMS-based ones
@@ -98,17 +100,14 @@ def accuracy_control(float_model, quantized, requantize: Callable, calibration, 
         batches = [b for b, _ in zip(calibration.batches("NCHW", "float32"), range(8))]
         ranking = rank_blocks(float_model, blocks, requantize, batches, say)
         info["ranking"] = [[name, float(f"{error:.3g}")] for name, error in ranking[:12]]
-        best = (drop, [], quantized)
-        for step in [s for s in STEPS if s < len(ranking)] + [len(ranking)]:
-            chosen = [name for name, _ in ranking[:step]]
+
+        def try_prefix(chosen: list[str]):
             candidate = requantize([n for b in chosen for n in blocks[b]])
-            candidate_drop = round((baseline - map50_95(candidate, "int8")) * 100, 3)
-            say(f"accuracy control: {step} most sensitive blocks in float -> drop {candidate_drop:.2f} points")
-            if candidate_drop < best[0]:
-                best = (candidate_drop, chosen, candidate)
-            if candidate_drop <= budget:
-                break
-    drop_after, chosen, model = best
+            return round((baseline - map50_95(candidate, "int8")) * 100, 3), candidate
+
+        best = widen_until_within([name for name, _ in ranking], try_prefix, budget, STEPS, (drop, quantized),
+                                  lambda line: say(f"accuracy control: {line}"), "most sensitive blocks in float")
+    drop_after, chosen, model = best.drop, best.names, best.candidate
     info.update(drop_after=drop_after, float_blocks=chosen, float_nodes=[n for b in chosen for n in blocks[b]],
                 reached=drop_after <= budget)
     state = "keep" if info["reached"] else "best reached:"

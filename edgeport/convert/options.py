@@ -17,6 +17,7 @@ class TfliteOptions:
 
     io: str = "uint8"  # int8: input/output type, uint8, int8 or float
     fallback: bool = False  # int8: keep the most sensitive layers in int16 until --max-drop holds
+    edgetpu: bool = False  # no flag: set by the edgetpu target; accuracy control tries blocks after the TPU part first
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """ai-edge-quantizer settings of the TFLite target: calibration ranges, full-integer int8 (with int16
-layers for the accuracy fallback), fp16 and dynamic-range weights.
+layers for the accuracy fallback, float blocks for accuracy control), fp16 and dynamic-range weights.
 """
 
 from __future__ import annotations
 
+import contextlib
+from io import StringIO
 import re
 from pathlib import Path
 
@@ -36,9 +38,11 @@ def calibration_stats(float_path: Path, calibration) -> dict:
     return stats
 
 
-def quantize_int8(float_path: Path, out: Path, io: str, stats: dict, int16_scopes: tuple[str, ...] = ()):
+def quantize_int8(float_path: Path, out: Path, io: str, stats: dict, int16_scopes: tuple[str, ...] = (),
+                  float_scopes: tuple[str, ...] = ()):
     """Full-integer int8 from calibrated ranges; ops whose scope is in int16_scopes get int16
-    activations. Returns the ai-edge-quantizer Quantizer (for validation)."""
+    activations, ops whose scope is in float_scopes stay float (QUANTIZE / DEQUANTIZE around them).
+    Returns the ai-edge-quantizer Quantizer (for validation)."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     qt = quantizer.Quantizer(str(float_path))
@@ -53,7 +57,14 @@ def quantize_int8(float_path: Path, out: Path, io: str, stats: dict, int16_scope
         qt.update_quantization_recipe(regex=f"^{re.escape(scope)}$",
                                       operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                       op_config=_int_config(16))
-    qt.quantize(calibration_result=stats).export_model(str(out), overwrite=True)
+    if float_scopes:  # one regex for them all: the recipe is searched once per op
+        qt.update_quantization_recipe(regex="^(?:" + "|".join(re.escape(s) for s in sorted(set(float_scopes))) + ")$",
+                                      operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                      algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+    with contextlib.redirect_stdout(StringIO()):  # its size report, printed once per (re)quantization
+        result = qt.quantize(calibration_result=stats)
+    Path(out).unlink(missing_ok=True)  # else a warning per candidate of the accuracy searches
+    result.export_model(str(out))
     return qt
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 
-from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec
+from edgeport.artifact import ArtifactRecord, Decode, Preprocess, TensorSpec, sidecar_path
 from edgeport.convert.base import Artifact, ConvertOptions, batch_suffix
 from edgeport.convert.job import Job, write_record
 from edgeport.convert.options import TfliteOptions
@@ -114,12 +114,14 @@ def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertO
         else:
             say(f"tflite: quantizing (int8, I/O {io}) with ai-edge-quantizer")
             from edgeport.calibration.ranges import Fallbacks
-            from edgeport.convert.tflite_ranges import apply_method
+            from edgeport.convert.tflite_ranges import OUTPUT_RANGES, apply_method
 
             fallbacks = Fallbacks()
             stats = apply_method(calibration_stats(calibrated, calibration), calibrated, calibration,
-                                 options.calibration_method, fallbacks)
+                                 options.calibration_method, fallbacks, whole_outputs=loaded.one_to_one)
             prov["calibration_fallbacks"] = fallbacks.provenance()
+            if loaded.one_to_one:
+                prov["output_ranges"] = OUTPUT_RANGES
             if fallbacks.reasons:
                 say(f"tflite: {len(fallbacks.reasons)} tensors had degenerate calibration statistics and got a "
                     f"fallback range (named in the record): {', '.join(list(fallbacks.reasons)[:6])}")
@@ -132,10 +134,38 @@ def quantize(float_path: Path, out: Path, loaded, calibration, options: ConvertO
 
                 prov["fallback"] = accuracy_fallback(float_path, out, io, stats, qt,
                                                      calibration.at_batch(options.batch), options, record_for, say)
+            else:
+                control = float_block_control(float_path, out, loaded, calibration, options, own, stats, prov, say)
+                if control:
+                    prov["accuracy_control"] = control
     except ConversionError:
         raise
     except Exception as exc:
         raise ConversionError(f"tflite: quantization failed: {str(exc).splitlines()[0]}") from exc
+
+
+def float_block_control(float_path: Path, out: Path, loaded, calibration, options: ConvertOptions,
+                        own: TfliteOptions, stats: dict, prov: dict, say) -> dict:
+    """Accuracy control of the int8 `out` (edgeport.convert.tflite_accuracy) when a budget applies: --max-drop,
+    or the default of one-to-one heads, with a labelled DATA.yaml; {} when none does."""
+    from edgeport.convert.onnx_accuracy import budget_for
+    from edgeport.evaluate.dataset import is_data_yaml
+
+    budget, why = budget_for(options.max_drop, loaded.describe())
+    if budget is None:
+        return {}
+    if not is_data_yaml(options.data):
+        say(f"tflite: no accuracy control ({why}: {budget} points): it measures mAP and needs a labelled DATA.yaml "
+            "as --data")
+        return {}
+    from edgeport.convert.tflite_accuracy import accuracy_control
+
+    def record_for(path: Path, label: str) -> ArtifactRecord:
+        return build_record(path, loaded, label, prov)
+
+    info = accuracy_control(float_path, out, own.io, stats, loaded, calibration.at_batch(options.batch),
+                            options.data, budget, record_for, say, edgetpu=own.edgetpu)
+    return {**info, "budget_from": why}
 
 
 def describe_integer(record: ArtifactRecord, prov: dict, io: str) -> str:
@@ -144,6 +174,11 @@ def describe_integer(record: ArtifactRecord, prov: dict, io: str) -> str:
     if io == "float":
         return ("tflite: int8 inside with float32 input and output (QUANTIZE/DEQUANTIZE at the boundary); not "
                 "full-integer, not Edge TPU ready")
+    kept = prov.get("accuracy_control", {}).get("float_blocks")
+    if kept:
+        return (f"tflite: int8 with {len(kept)} blocks kept in float for accuracy ({', '.join(kept[:8])}"
+                f"{', ...' if len(kept) > 8 else ''}; {len(prov['ops_left_in_float'])} ops compute in float, "
+                f"QUANTIZE/DEQUANTIZE around them): integer I/O, not full-integer")
     if prov["ops_left_in_float"]:
         return f"tflite: {len(prov['ops_left_in_float'])} ops left in float: {', '.join(prov['ops_left_in_float'][:12])}"
     if prov.get("fallback", {}).get("int16_layers"):
@@ -180,6 +215,11 @@ def convert_tflite(job: Job) -> Artifact:
             say("tflite: calibrating on the batch-1 graph (same tensor names), then quantizing the batch-N graph")
             export_float(loaded, calibrated, 1)
         quantize(float_path, out, loaded, calibration, options, own, prov, say, calibrated)
+    if prov.get("accuracy_control", {}).get("float_blocks"):  # not full-integer any more: the name says so
+        tail = "int8_cpu_float_blocks" if own.edgetpu else "int8_float_blocks"  # --target all writes both
+        mixed = out.with_name(out.name.replace("full_integer_int8", tail))
+        sidecar_path(out).unlink(missing_ok=True)
+        out = out.replace(mixed)
     from edgeport.convert.tflite_ops import float_ops
 
     prov["ops_left_in_float"] = [f"{op.index}:{op.name}" for op in float_ops(out)] if precision == "int8" else []

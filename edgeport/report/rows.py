@@ -101,6 +101,8 @@ def edgetpu_text(provenance: dict) -> str:
     text = f"{analysis['edgetpu_ops']}/{total} ops on the Edge TPU"
     if analysis.get("first_cpu_op"):
         text += f"; CPU from op {analysis['first_cpu_op']} on (the model still runs, partly on the CPU)"
+    if analysis.get("float_blocks_on_cpu"):
+        text += f"; int8 on the TPU part, {analysis['float_blocks_on_cpu']} blocks kept in float on the CPU"
     return text + ("" if analysis.get("compiled") else "; predicted (edgetpu_compiler not run)")
 
 
