@@ -7,7 +7,7 @@ reads its own options as `job.target_options`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -17,7 +17,8 @@ class TfliteOptions:
 
     io: str = "uint8"  # int8: input/output type, uint8, int8 or float
     fallback: bool = False  # int8: keep the most sensitive layers in int16 until --max-drop holds
-    edgetpu: bool = False  # no flag: set by the edgetpu target; accuracy control tries blocks after the TPU part first
+    # internal (no flag): set by the edgetpu target; accuracy control tries the blocks after the TPU part first
+    edgetpu: bool = field(default=False, metadata={"internal": True})
 
 
 @dataclass(frozen=True)
