@@ -7,7 +7,6 @@ benchmarks/int8_accuracy.py --targets.
 
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
@@ -116,23 +115,15 @@ def test_one_to_one_outputs_take_the_whole_calibration_range(float26):
     assert apply_method(stats, path, calibration, "minmax") is stats  # DFL heads keep the moving average
 
 
-def test_edgetpu_search_keeps_float_blocks_after_the_tpu_part_and_names_them(float26, sample_data, tmp_path):
+def test_edgetpu_search_keeps_float_blocks_after_the_tpu_part_and_names_them(float26, val16_data, tmp_path):
     """--max-drop below the full-integer drop: the search keeps ranked blocks in float, the written model's
     float ops are exactly theirs, the record and the Edge TPU analysis say so, and the TPU part is whole."""
     from edgeport.convert.edgetpu_compat import analyze
     from edgeport.convert.tflite_accuracy import find_blocks, op_scopes
     from edgeport.report.rows import calibration_text, edgetpu_text
 
-    data = tmp_path / "data"
-    for sub in ("images/val", "labels/val"):
-        (data / sub).mkdir(parents=True)
-    root = sample_data.parent
-    for image in sorted((root / "images" / "val").glob("*.jpg"))[:16]:
-        shutil.copy(image, data / "images" / "val" / image.name)
-        shutil.copy(root / "labels" / "val" / f"{image.stem}.txt", data / "labels" / "val" / f"{image.stem}.txt")
-    shutil.copy(sample_data, data / "data.yaml")
     lines = []
-    options = ConvertOptions(out_dir=tmp_path / "out", data=data / "data.yaml", imgsz=SIZE, calibration_images=4,
+    options = ConvertOptions(out_dir=tmp_path / "out", data=val16_data, imgsz=SIZE, calibration_images=4,
                              max_drop=1.0, check=False, progress=lines.append)
     artifact = convert(YOLO26N, "edgetpu", options)
     prov = artifact.record.provenance
