@@ -5,7 +5,7 @@
 
 Core ML runs only on macOS, so each package is measured through its ONNX proxy (the label in its
 record says exactly what that is) against the float ONNX, through the runtime, on the val split.
-Goals: int8 weights and W8A8 each within 1.0 point mAP50-95 of the float ONNX; int8 weights at
+Goals: int8 weights within 1.0 point mAP50-95 of the float ONNX, W8A8 within 0.5; int8 weights at
 most 0.55x the fp16 package's bytes.
 """
 
@@ -27,7 +27,7 @@ from edgeport.evaluate import evaluate  # noqa: E402
 from edgeport.report import host_description  # noqa: E402
 
 PRECISIONS = ("fp16", "int8w", "w8a8", "palette6")
-GOALS = {"drop_points_max": {"int8w": 1.0, "w8a8": 1.0}, "int8w_size_vs_fp16_max": 0.55}
+GOALS = {"drop_points_max": {"int8w": 1.0, "w8a8": 0.5}, "int8w_size_vs_fp16_max": 0.55}
 
 
 def main() -> int:
