@@ -79,8 +79,8 @@ def test_int8_weights_are_stored_as_int8(coreml_artifacts, coreml_inspect):
 def test_w8a8_quantizes_weights_and_activations(coreml_artifacts, coreml_inspect):
     artifact = coreml_artifacts["w8a8"]
     info = coreml_inspect(artifact.path)
-    # the detection head (18 convs: box and class branches, 3 levels) stays in float: it cost most of the drop
-    assert info["weights"] == {"constexpr_affine_dequantize:int8": 45, "const:float16": 18}
+    # the detection head (18 convs) and its stride-8 input block (C2f, 4 convs) stay in float
+    assert info["weights"] == {"constexpr_affine_dequantize:int8": 41, "const:float16": 22}
     assert info["ops"]["quantize"] >= 40 and info["ops"]["dequantize"] >= 40  # int8 activations
     assert artifact.record.provenance["float_modules"]["modules"] == ["net.model.15", "net.model.22"]
     assert artifact.record.provenance["minimum_deployment_target"] == "iOS17"
@@ -171,7 +171,9 @@ def test_w8a8_proxy_measures_its_int8_activations(coreml_artifacts, coreml_int8w
     proxy = evaluate(artifact.path.parent / artifact.record.provenance["proxy"]["artifact"], sample_data,
                      progress=False).map50_95
     drop = (rows["shapes_yolov8n.onnx"]["map50_95"] - proxy) * 100
-    assert 0 < drop < 5.0, drop  # int8 activations cost something, and the model still works
+    # the proxy runs its int8 activations (it differs from the float model) and, with the head in float,
+    # stays within a point of it either way (16 calibration images)
+    assert drop != 0 and abs(drop) < 1.0, drop
 
 
 def test_bad_requests_fail_clearly(sample_model, tmp_path, ultralytics_onnx):
