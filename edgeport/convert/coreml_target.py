@@ -162,7 +162,7 @@ def _calibration(job: Job, tmp: Path, request: dict) -> str:
     size = job.options.imgsz or job.model().imgsz
     calibration = job.calibration(size)
     request["provenance"].update(calibration_sha256=calibration.sha256, calibration_images=len(calibration),
-                                 calibration_method="minmax (coremltools.optimize.torch observers)")
+                                 calibration_method="moving-average min/max (coremltools.optimize.torch observers)")
     path = tmp / "calibration.npz"
     np.savez(path, frames=calibration.frames)
     request["imgsz"] = size
