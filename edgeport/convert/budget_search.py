@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 
 @dataclass
 class Best:
@@ -51,3 +53,23 @@ def widen_until_within(ranking: Sequence[str], try_prefix: Callable[[list[str]],
         if drop <= budget:
             break
     return best
+
+
+def relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Mean squared error against the reference, relative to the reference's variance."""
+    return float(np.mean((reference - candidate) ** 2) / max(float(np.var(reference)), 1e-12))
+
+
+def rank_alone(blocks: dict[str, list[str]], error_with_float: Callable[[list[str]], float],
+               say: Callable[[str], None], every: Sequence[str] | None = None) -> list[tuple[str, float]]:
+    """(block, output error when only that block is quantized), worst first: `error_with_float(names)` is the
+    error of the model quantized with `names` kept in float: every name (default: every block's members) but
+    the block's own."""
+    every = [n for names in blocks.values() for n in names] if every is None else every
+    ranking = []
+    for index, (block, names) in enumerate(blocks.items()):
+        own = set(names)
+        ranking.append((block, error_with_float([n for n in every if n not in own])))
+        if (index + 1) % 8 == 0 or index + 1 == len(blocks):
+            say(f"accuracy control: measured {index + 1}/{len(blocks)} blocks quantized alone")
+    return sorted(ranking, key=lambda item: -item[1])

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeport.convert.budget_search import widen_until_within
+from edgeport.convert.budget_search import rank_alone, relative_error, widen_until_within
 
 BLOCK = re.compile(r"/((?:one2one_)?cv[234]\.\d+|model\.\d+)/")
 STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
@@ -55,21 +55,12 @@ def output_error(float_model, candidate, batches: list[np.ndarray]) -> float:
         name = session.get_inputs()[0].name
         runs.append([np.concatenate([o.reshape(o.shape[0], -1) for o in session.run(None, {name: b})], axis=1)
                      for b in batches])
-    reference, quantized = np.concatenate(runs[0]), np.concatenate(runs[1])
-    return float(np.mean((reference - quantized) ** 2) / max(float(np.var(reference)), 1e-12))
+    return relative_error(np.concatenate(runs[0]), np.concatenate(runs[1]))
 
 
 def rank_blocks(float_model, blocks: dict[str, list[str]], requantize, batches, say) -> list[tuple[str, float]]:
     """(block, output error when only that block is quantized), worst first."""
-    every = [n for names in blocks.values() for n in names]
-    ranking = []
-    for index, (block, names) in enumerate(blocks.items()):
-        own = set(names)
-        candidate = requantize([n for n in every if n not in own])
-        ranking.append((block, output_error(float_model, candidate, batches)))
-        if (index + 1) % 8 == 0 or index + 1 == len(blocks):
-            say(f"accuracy control: measured {index + 1}/{len(blocks)} blocks quantized alone")
-    return sorted(ranking, key=lambda item: -item[1])
+    return rank_alone(blocks, lambda kept: output_error(float_model, requantize(kept), batches), say)
 
 
 def accuracy_control(float_model, quantized, requantize: Callable, calibration, data: Path, budget: float,

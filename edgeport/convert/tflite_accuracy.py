@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from edgeport.artifact import ArtifactRecord, Decode, write_sidecar
-from edgeport.convert.budget_search import widen_until_within
+from edgeport.convert.budget_search import rank_alone, relative_error, widen_until_within
 from edgeport.convert.onnx_accuracy import STEPS
 from edgeport.convert.tflite_int8 import quantize_int8
 
@@ -100,27 +100,19 @@ def decoded_outputs(path: Path, batches: list[np.ndarray], source) -> np.ndarray
     return np.concatenate(rows)
 
 
-def relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Mean squared error against the reference, relative to the reference's variance."""
-    return float(np.mean((reference - candidate) ** 2) / max(float(np.var(reference)), 1e-12))
-
-
 def rank_blocks(float_path: Path, blocks: dict[str, list[str]], quantize: Callable[[list[str], Path], None],
                 batches: list[np.ndarray], source, work: Path, say) -> list[tuple[str, float]]:
     """(block, output error when only that block is quantized), worst first.
 
     `quantize(float_scopes, path)` writes a float-I/O int8 model with those scopes kept in float."""
-    every = op_scopes(float_path)
     reference = decoded_outputs(float_path, batches, source)
-    ranking = []
-    for index, (block, scopes) in enumerate(blocks.items()):
-        own = set(scopes)
+
+    def error_with_float(scopes: list[str]) -> float:
         path = work / "alone.tflite"
-        quantize([s for s in every if s not in own], path)
-        ranking.append((block, relative_error(reference, decoded_outputs(path, batches, source))))
-        if (index + 1) % 8 == 0 or index + 1 == len(blocks):
-            say(f"accuracy control: measured {index + 1}/{len(blocks)} blocks quantized alone")
-    return sorted(ranking, key=lambda item: -item[1])
+        quantize(scopes, path)
+        return relative_error(reference, decoded_outputs(path, batches, source))
+
+    return rank_alone(blocks, error_with_float, say, every=op_scopes(float_path))
 
 
 def tpu_part(int8_path: Path) -> tuple[set[str], int, int]:
